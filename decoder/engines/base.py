@@ -1,0 +1,108 @@
+"""The engine interface: one small contract per source format.
+
+An engine describes an encoded image (size, resolution levels, tiles) and
+decodes one rectangle of one level. Swapping in a faster decoder for one
+format (e.g. direct OpenJPEG for JPEG 2000) means writing one more Engine and
+registering it for that format; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from decoder.plan import Box
+from decoder.sources.base import ByteReader
+
+# pyvips ships no type information: images cross this boundary as Any.
+VipsImage = Any
+
+
+class SourceFormat(StrEnum):
+    """Encoded formats we can read, identified by content (see sniff)."""
+
+    JPEG2000 = "jpeg2000"
+    TIFF = "tiff"
+    JPEG = "jpeg"
+    PNG = "png"
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One resolution level: its size in pixels, its integer downscale from
+    full resolution, and its native tile size in this level's pixels
+    (0 x 0 when the level is not tiled)."""
+
+    width: int
+    height: int
+    downscale: int
+    tile_width: int
+    tile_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """What an encoded image holds.
+
+    `levels` runs largest first; `levels[0]` is full resolution (downscale 1).
+    `bits_per_sample` is per band (8, 16, 32 or 64).
+    """
+
+    width: int
+    height: int
+    levels: tuple[Level, ...]
+    bands: int
+    bits_per_sample: int
+    format: SourceFormat
+    has_icc: bool
+
+    @property
+    def tile_width(self) -> int:
+        """Native tile width at full resolution in pixels (0 = untiled)."""
+        return self.levels[0].tile_width
+
+    @property
+    def tile_height(self) -> int:
+        """Native tile height at full resolution in pixels (0 = untiled)."""
+        return self.levels[0].tile_height
+
+
+class DecodeError(Exception):
+    """The source is corrupt, truncated or otherwise unreadable."""
+
+
+class UnsupportedSource(DecodeError):
+    """The source is not in a format we read."""
+
+
+class RenderError(Exception):
+    """The plan cannot be carried out on this image (e.g. the region lies
+    outside it, or a size is below one pixel)."""
+
+
+class Engine(Protocol):
+    """Decodes the formats in `formats`. Implementations are called from
+    several worker threads at once and must be thread-safe."""
+
+    @property
+    def formats(self) -> frozenset[SourceFormat]:
+        """The source formats this engine reads."""
+        ...
+
+    def describe(self, reader: ByteReader, fmt: SourceFormat) -> ImageInfo:
+        """Read the image's structure (reading headers only where possible).
+
+        Raises DecodeError (or UnsupportedSource) when the bytes are not a
+        readable image of format `fmt`.
+        """
+        ...
+
+    def load_region(self, reader: ByteReader, info: ImageInfo, level: int, box: Box) -> VipsImage:
+        """Decode `box` (in pixels of `info.levels[level]`) from that level.
+
+        The result may be lazily evaluated: pixel errors can surface when it
+        is computed. Raises RenderError when `level` or `box` is out of range
+        and DecodeError when the source cannot be decoded.
+        """
+        ...

@@ -1,0 +1,52 @@
+"""Which engine decodes which source format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from decoder.engines.base import Engine, SourceFormat, UnsupportedSource
+
+
+class EngineRegistry:
+    """An immutable mapping from SourceFormat to the Engine that reads it.
+
+    Later registrations for a format replace earlier ones, so a faster engine
+    for one format can be layered over a general one.
+    """
+
+    def __init__(self, engines: Mapping[SourceFormat, Engine] | None = None) -> None:
+        self._engines: dict[SourceFormat, Engine] = dict(engines or {})
+
+    def with_engine(
+        self, engine: Engine, formats: frozenset[SourceFormat] | None = None
+    ) -> EngineRegistry:
+        """A new registry where `engine` handles `formats` (default: all the
+        formats it declares). Raises ValueError for formats it cannot read."""
+        chosen = engine.formats if formats is None else formats
+        if not chosen <= engine.formats:
+            raise ValueError("engine cannot read all the requested formats")
+        engines = dict(self._engines)
+        engines.update({fmt: engine for fmt in chosen})
+        return EngineRegistry(engines)
+
+    def for_format(self, fmt: SourceFormat) -> Engine:
+        """The engine for `fmt`. Raises UnsupportedSource if there is none."""
+        try:
+            return self._engines[fmt]
+        except KeyError:
+            raise UnsupportedSource(f"no engine for {fmt}") from None
+
+    def __contains__(self, fmt: object) -> bool:
+        return fmt in self._engines
+
+    @property
+    def formats(self) -> frozenset[SourceFormat]:
+        """The formats some engine reads."""
+        return frozenset(self._engines)
+
+
+def default_registry() -> EngineRegistry:
+    """The libvips engine for all four source formats."""
+    from decoder.engines.vips import VipsEngine  # keeps pyvips out of plain imports
+
+    return EngineRegistry().with_engine(VipsEngine())

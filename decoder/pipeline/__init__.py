@@ -1,0 +1,85 @@
+"""The render pipeline: decode a region at a level, resize, mirror/rotate,
+apply quality, encode. Synchronous and thread-safe: runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pyvips
+
+from decoder.engines.base import DecodeError, Engine, ImageInfo, RenderError, VipsImage
+from decoder.engines.vips import vips_error_message
+from decoder.pipeline.encode import encode
+from decoder.pipeline.load import choose_level, level_box, load_region
+from decoder.pipeline.quality import apply_quality
+from decoder.pipeline.resize import resize
+from decoder.pipeline.rotate import mirror_rotate, rotated_size
+from decoder.plan import Plan
+from decoder.sources.base import ByteReader
+
+Step = Callable[[VipsImage, Plan], VipsImage]
+
+# The steps between decoding and encoding, in order. Each returns its input
+# unchanged when it has nothing to do.
+STEPS: tuple[Step, ...] = (resize, mirror_rotate, apply_quality)
+
+
+def validate_plan(info: ImageInfo, plan: Plan) -> None:
+    """Check that `plan` can be rendered from an image described by `info`.
+
+    Raises RenderError if the region is empty or not inside the image, the
+    output size is below 1 x 1, the rotation is not finite or the encode
+    quality is outside 1-100.
+    """
+    r = plan.region
+    if r.width < 1 or r.height < 1:
+        raise RenderError("region is empty")
+    if r.x < 0 or r.y < 0 or r.right > info.width or r.bottom > info.height:
+        raise RenderError(
+            f"region {r.x},{r.y},{r.width},{r.height} is outside the "
+            f"{info.width}x{info.height} image"
+        )
+    if plan.width < 1 or plan.height < 1:
+        raise RenderError("output size is below one pixel")
+    if not math.isfinite(plan.rotation):
+        raise RenderError("rotation is not a finite number")
+    if not 1 <= plan.encode_quality <= 100:
+        raise RenderError("encode quality must be 1-100")
+
+
+def run_pipeline(engine: Engine, reader: ByteReader, info: ImageInfo, plan: Plan) -> bytes:
+    """Render `plan` from the image behind `reader` (described by `info`);
+    return the encoded bytes (content type `plan.content_type`).
+
+    Raises RenderError for a plan that does not fit the image and
+    DecodeError when the source cannot be decoded. Any libvips failure after
+    the plan was validated is attributed to the source and raised as
+    DecodeError: decoding is lazy, so corrupt pixel data only shows up while
+    encoding.
+    """
+    validate_plan(info, plan)
+    try:
+        image = load_region(engine, reader, info, plan)
+        for step in STEPS:
+            image = step(image, plan)
+        return encode(image, plan)
+    except pyvips.Error as exc:
+        raise DecodeError(vips_error_message(exc)) from exc
+
+
+__all__ = [
+    "STEPS",
+    "Step",
+    "apply_quality",
+    "choose_level",
+    "encode",
+    "level_box",
+    "load_region",
+    "mirror_rotate",
+    "resize",
+    "rotated_size",
+    "run_pipeline",
+    "validate_plan",
+]

@@ -1,0 +1,59 @@
+"""Pick the resolution level to decode from and the box to decode there."""
+
+from __future__ import annotations
+
+from decoder.engines.base import Engine, ImageInfo, RenderError, VipsImage
+from decoder.plan import Box, Plan
+from decoder.sources.base import ByteReader
+
+
+def choose_level(info: ImageInfo, region: Box, width: int, height: int) -> int:
+    """The index of the smallest level (largest downscale) at which `region`
+    (full-resolution pixels) still measures at least `width` x `height`
+    pixels, so a reduced level is never upscaled; 0 when the output is
+    larger than the region. Pure; raises nothing.
+    """
+    chosen = 0
+    for index, level in enumerate(info.levels):
+        # Region size at this level, compared exactly with integer arithmetic:
+        # region.width * level.width / info.width >= width.
+        if (
+            region.width * level.width >= width * info.width
+            and region.height * level.height >= height * info.height
+        ):
+            chosen = index
+        else:
+            break  # levels shrink monotonically: no smaller one can fit
+    return chosen
+
+
+def level_box(info: ImageInfo, level: int, region: Box) -> Box:
+    """`region` (full-resolution pixels) in the pixels of `info.levels[level]`:
+    origin floored, far edge ceiled, clipped to the level, at least 1 x 1.
+
+    Raises RenderError if `level` is out of range.
+    """
+    if not 0 <= level < len(info.levels):
+        raise RenderError(f"level {level} out of range")
+    lvl = info.levels[level]
+    x0, x1 = _scale_span(region.x, region.right, lvl.width, info.width)
+    y0, y1 = _scale_span(region.y, region.bottom, lvl.height, info.height)
+    return Box(x0, y0, x1 - x0, y1 - y0)
+
+
+def _scale_span(start: int, end: int, size: int, full: int) -> tuple[int, int]:
+    lo = max(0, min(size - 1, start * size // full))
+    hi = max(lo + 1, min(size, -(-end * size // full)))
+    return lo, hi
+
+
+def load_region(engine: Engine, reader: ByteReader, info: ImageInfo, plan: Plan) -> VipsImage:
+    """Decode `plan.region` from the smallest level that keeps enough pixels
+    for `plan.width` x `plan.height`. The result is at that level's scale
+    (resize() brings it to the exact output size).
+
+    Raises RenderError for regions outside the image and DecodeError for
+    unreadable sources.
+    """
+    level = choose_level(info, plan.region, plan.width, plan.height)
+    return engine.load_region(reader, info, level, level_box(info, level, plan.region))

@@ -1,0 +1,148 @@
+"""Wires the decoder together and serves it over gRPC until SIGTERM.
+
+Shutdown follows gRPC's graceful pattern: health turns NOT_SERVING so load
+balancers stop sending, new calls are refused, in-flight calls get
+`grace_period_s` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from iiif_decoder.v1 import decoder_pb2, decoder_pb2_grpc
+
+from decoder.admission import Admission
+from decoder.engines.registry import default_registry
+from decoder.engines.vips import init_vips
+from decoder.service import ImageService
+from decoder.servicer import DecoderServicer
+from decoder.settings import DecoderSettings
+from decoder.sources.base import Source
+from decoder.sources.filesystem import FilesystemSource
+from decoder.sources.readahead import ReadPolicy
+from decoder.sources.s3 import S3Config, S3Source
+
+log = structlog.get_logger("decoder")
+
+SERVICE_NAME: str = decoder_pb2.DESCRIPTOR.services_by_name["Decoder"].full_name
+
+
+def build_source(settings: DecoderSettings) -> Source:
+    """The image source `settings.source` names. Call on the event loop: the
+    S3 source binds to it. Close it with :func:`close_source`."""
+    if settings.source == "s3":
+        return S3Source(s3_config(settings))
+    return FilesystemSource(settings.image_root)
+
+
+async def close_source(source: Source) -> None:
+    """Release what `source` holds (the S3 client and its connections)."""
+    if isinstance(source, S3Source):
+        await source.aclose()
+
+
+def s3_config(settings: DecoderSettings) -> S3Config:
+    """The S3 source's configuration from the ``s3_*`` and budget settings."""
+    block = settings.s3_block_bytes
+    policy = ReadPolicy(
+        block_size=block,
+        readahead=settings.s3_readahead_blocks,
+        max_concurrent=settings.s3_request_concurrency,
+        whole_object_bytes=settings.s3_whole_object_bytes,
+        max_segment_bytes=4 * block,
+        read_timeout_s=settings.s3_read_timeout_s,
+    )
+    return S3Config(
+        bucket=settings.s3_bucket,
+        prefix=settings.s3_prefix,
+        allowed_buckets=frozenset(
+            b.strip() for b in settings.s3_allowed_buckets.split(",") if b.strip()
+        ),
+        endpoint_url=settings.s3_endpoint_url or None,
+        region=settings.s3_region or None,
+        addressing_style=settings.s3_addressing_style,
+        try_extensions=settings.s3_try_extensions,
+        max_concurrent_gets=settings.s3_max_concurrent_gets,
+        max_attempts=settings.s3_max_attempts,
+        request_timeout_s=settings.s3_request_timeout_s,
+        connect_timeout_s=settings.s3_connect_timeout_s,
+        stat_ttl_s=settings.s3_stat_ttl_s,
+        resolve_ttl_s=settings.s3_resolve_ttl_s,
+        index_cache_entries=settings.s3_index_cache_entries,
+        block_cache_bytes=settings.s3_block_cache_mb << 20,
+        memory_budget_bytes=settings.source_memory_budget_mb << 20,
+        budget_wait_s=settings.source_budget_wait_s,
+        policy=policy,
+    )
+
+
+def build_service(
+    settings: DecoderSettings, executor: ThreadPoolExecutor, source: Source | None = None
+) -> ImageService:
+    """The ImageService for `settings` (the configured source unless `source`
+    is given, default engines)."""
+    return ImageService(
+        source=source if source is not None else build_source(settings),
+        engines=default_registry(),
+        executor=executor,
+        admission=Admission(
+            slots=settings.decode_threads,
+            max_queued=settings.max_queued,
+            timeout_s=settings.queue_timeout_s,
+        ),
+        describe_cache_entries=settings.describe_cache_entries,
+    )
+
+
+async def serve(settings: DecoderSettings) -> None:
+    """Run the decoder until SIGTERM or SIGINT, then drain and stop."""
+    init_vips(concurrency=settings.vips_concurrency)
+    executor = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+    # Remote sources bridge decoder threads to this loop: decodes must stay
+    # on the executor, never on the loop thread (see decoder/sources/readahead.py).
+    source = build_source(settings)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 1024 * 1024),
+        ]
+    )
+    decoder_pb2_grpc.add_DecoderServicer_to_server(
+        DecoderServicer(
+            build_service(settings, executor, source),
+            chunk_bytes=settings.chunk_bytes,
+            jpeg_quality=settings.jpeg_quality,
+            max_output_pixels=settings.max_output_pixels,
+        ),
+        server,
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"{settings.host}:{settings.port}"
+    port = server.add_insecure_port(address)
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("decoder listening", address=f"{settings.host}:{port}", root=str(settings.image_root))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("decoder draining", grace_s=settings.grace_period_s)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.grace_period_s)
+    executor.shutdown(wait=False, cancel_futures=True)
+    await close_source(source)
+    log.info("decoder stopped")

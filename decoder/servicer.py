@@ -1,0 +1,214 @@
+"""gRPC adapter: protobuf in, ImageService call, protobuf out, errors to status codes.
+
+Nothing here decides anything about images; it only translates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from iiif_decoder.v1 import decoder_pb2 as pb
+from iiif_decoder.v1 import decoder_pb2_grpc
+
+from decoder.admission import Overloaded
+from decoder.engines.base import DecodeError, RenderError, SourceFormat, UnsupportedSource
+from decoder.plan import Box, InvalidPlan, OutputFormat, Plan, Quality
+from decoder.service import Description, ImageService, VersionMismatch
+from decoder.sources.base import InvalidIdentifier, ObjectNotFound, SourceUnavailable
+from decoder.sources.s3 import SourceAccessDenied
+
+log = structlog.get_logger("decoder")
+
+_FORMATS: dict[int, OutputFormat] = {
+    pb.OUTPUT_FORMAT_UNSPECIFIED: OutputFormat.JPEG,
+    pb.OUTPUT_FORMAT_JPEG: OutputFormat.JPEG,
+    pb.OUTPUT_FORMAT_PNG: OutputFormat.PNG,
+    pb.OUTPUT_FORMAT_WEBP: OutputFormat.WEBP,
+    pb.OUTPUT_FORMAT_TIFF: OutputFormat.TIFF,
+    pb.OUTPUT_FORMAT_GIF: OutputFormat.GIF,
+    pb.OUTPUT_FORMAT_JP2: OutputFormat.JP2,
+}
+_QUALITIES: dict[int, Quality] = {
+    pb.QUALITY_UNSPECIFIED: Quality.COLOR,
+    pb.QUALITY_COLOR: Quality.COLOR,
+    pb.QUALITY_GRAY: Quality.GRAY,
+    pb.QUALITY_BITONAL: Quality.BITONAL,
+}
+_SOURCE_FORMATS: dict[SourceFormat, pb.SourceFormat.ValueType] = {
+    SourceFormat.JPEG2000: pb.SOURCE_FORMAT_JPEG2000,
+    SourceFormat.TIFF: pb.SOURCE_FORMAT_TIFF,
+    SourceFormat.JPEG: pb.SOURCE_FORMAT_JPEG,
+    SourceFormat.PNG: pb.SOURCE_FORMAT_PNG,
+}
+
+# One table for every error the layers below raise; the first matching class wins.
+_STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (ObjectNotFound, grpc.StatusCode.NOT_FOUND),
+    (InvalidIdentifier, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidPlan, grpc.StatusCode.INVALID_ARGUMENT),
+    (RenderError, grpc.StatusCode.INVALID_ARGUMENT),
+    (UnsupportedSource, grpc.StatusCode.FAILED_PRECONDITION),
+    (DecodeError, grpc.StatusCode.FAILED_PRECONDITION),
+    (VersionMismatch, grpc.StatusCode.ABORTED),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (SourceAccessDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (SourceUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+)
+MAX_OUTPUT_SIDE = 65_500  # libvips' and JPEG's own limit on one side
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    """The gRPC status code for an error raised below the servicer."""
+    for kind, code in _STATUS:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def plan_from_proto(
+    request: pb.RenderRequest,
+    info_width: int,
+    info_height: int,
+    jpeg_quality: int,
+    max_output_pixels: int,
+) -> Plan:
+    """A Plan from a RenderRequest; raises InvalidPlan naming the bad field."""
+    if request.HasField("region"):
+        r = request.region
+        region = Box(r.x, r.y, r.width, r.height)
+    else:
+        region = Box(0, 0, info_width, info_height)
+    if region.width < 1 or region.height < 1:
+        raise InvalidPlan("region: width and height must be at least 1")
+    if region.right > info_width or region.bottom > info_height:
+        raise InvalidPlan(
+            f"region: {region.x},{region.y},{region.width},{region.height} lies outside "
+            f"the {info_width}x{info_height} image"
+        )
+    if not (1 <= request.width <= MAX_OUTPUT_SIDE and 1 <= request.height <= MAX_OUTPUT_SIDE):
+        raise InvalidPlan(f"width, height: must be within 1..{MAX_OUTPUT_SIDE}")
+    if request.width * request.height > max_output_pixels:
+        raise InvalidPlan(
+            f"width, height: {request.width}x{request.height} exceeds this decoder's "
+            f"limit of {max_output_pixels} output pixels"
+        )
+    rotation = request.rotation
+    if not (0.0 <= rotation < 360.0):  # also rejects NaN
+        raise InvalidPlan("rotation: must be in [0, 360)")
+    try:
+        fmt = _FORMATS[request.format]
+        quality = _QUALITIES[request.quality]
+    except KeyError as exc:
+        raise InvalidPlan(f"format or quality: unknown enum value {exc}") from None
+    encode_quality = request.encode.quality or jpeg_quality
+    if not 1 <= encode_quality <= 100:
+        raise InvalidPlan("encode.quality: must be within 1..100")
+    return Plan(
+        region=region,
+        width=request.width,
+        height=request.height,
+        rotation=rotation,
+        mirror=request.mirror,
+        quality=quality,
+        format=fmt,
+        encode_quality=encode_quality,
+        progressive=request.encode.progressive,
+    )
+
+
+def describe_to_proto(identifier: str, desc: Description) -> pb.DescribeResponse:
+    info, stat = desc.info, desc.stat
+    modified = Timestamp()
+    modified.FromDatetime(stat.last_modified)
+    return pb.DescribeResponse(
+        identifier=identifier,
+        width=info.width,
+        height=info.height,
+        levels=[
+            pb.ResolutionLevel(
+                width=lv.width,
+                height=lv.height,
+                downscale=lv.downscale,
+                tile_width=lv.tile_width,
+                tile_height=lv.tile_height,
+            )
+            for lv in info.levels
+        ],
+        tile_width=info.tile_width,
+        tile_height=info.tile_height,
+        bands=info.bands,
+        bits_per_sample=info.bits_per_sample,
+        format=_SOURCE_FORMATS[info.format],
+        has_icc=info.has_icc,
+        version=stat.version,
+        last_modified=modified,
+        size_bytes=stat.size,
+    )
+
+
+class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
+    def __init__(
+        self,
+        service: ImageService,
+        chunk_bytes: int,
+        jpeg_quality: int,
+        max_output_pixels: int,
+    ) -> None:
+        self._service = service
+        self._chunk_bytes = chunk_bytes
+        self._jpeg_quality = jpeg_quality
+        self._max_output_pixels = max_output_pixels
+
+    async def Describe(
+        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeResponse:
+        try:
+            desc = await self._service.describe(request.identifier)
+        except Exception as exc:
+            await _abort(context, exc, "Describe", request.identifier)
+            raise  # unreachable: abort raises
+        return describe_to_proto(request.identifier, desc)
+
+    async def Render(
+        self, request: pb.RenderRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RenderChunk]:
+        try:
+            rendered = await self._service.render(
+                request.identifier,
+                lambda info: plan_from_proto(
+                    request, info.width, info.height, self._jpeg_quality, self._max_output_pixels
+                ),
+                request.expected_version,
+            )
+        except Exception as exc:
+            await _abort(context, exc, "Render", request.identifier)
+            raise
+        yield pb.RenderChunk(
+            header=pb.RenderHeader(
+                content_type=rendered.content_type,
+                version=rendered.stat.version,
+                content_length=len(rendered.data),
+            )
+        )
+        data = memoryview(rendered.data)
+        for start in range(0, len(data), self._chunk_bytes):
+            yield pb.RenderChunk(data=bytes(data[start : start + self._chunk_bytes]))
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, exc: Exception, rpc: str, identifier: str
+) -> None:
+    code = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("unexpected error", rpc=rpc, identifier=identifier)
+        message = "internal error"
+    else:
+        message = str(exc) or type(exc).__name__
+    trailers: tuple[tuple[str, str], ...] = ()
+    if isinstance(exc, Overloaded):
+        trailers = (("retry-after", str(max(1, round(exc.retry_after_s)))),)
+    await context.abort(code, message, trailing_metadata=trailers)

@@ -1,0 +1,84 @@
+"""The decoder's configuration: one frozen object, read once from IIIF_DECODER_* variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def available_cores() -> int:
+    """Cores this process may run on (honours CPU affinity, as containers set it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class DecoderSettings(BaseSettings):
+    """Every decoder setting; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="IIIF_DECODER_", frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    image_root: Path = Path("images")
+    decode_threads: int = Field(default_factory=available_cores, ge=1, le=256)
+    # Renders beyond the decode threads wait in a bounded queue, then are refused
+    # with RESOURCE_EXHAUSTED instead of piling up until memory runs out.
+    max_queued: int = Field(64, ge=0)
+    queue_timeout_s: float = Field(10.0, gt=0)
+    chunk_bytes: int = Field(256 * 1024, ge=4096, le=3 * 1024 * 1024)
+    jpeg_quality: int = Field(85, ge=1, le=100)
+    # A hard cap on any one output, whatever the caller asks: upscaling and
+    # rotation must not be a way to allocate gigapixels.
+    max_output_pixels: int = Field(100_000_000, ge=1)
+    describe_cache_entries: int = Field(4096, ge=0)
+    vips_concurrency: int = Field(1, ge=1, le=64)
+    grace_period_s: float = Field(10.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    # -- where images come from ------------------------------------------------
+    source: Literal["filesystem", "s3"] = "filesystem"
+    # S3 or an S3-compatible store (credentials: the standard AWS chain).
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    # Comma-separated buckets that `s3://bucket/key` identifiers may name;
+    # empty disables such identifiers.
+    s3_allowed_buckets: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # Identifiers without extension: HEAD the key, then LIST `key.*` (cached).
+    s3_try_extensions: bool = True
+    # GETs in flight per process (also the connection pool size) and per request.
+    s3_max_concurrent_gets: int = Field(32, ge=1, le=512)
+    s3_request_concurrency: int = Field(8, ge=1, le=64)
+    s3_block_bytes: int = Field(1 << 20, ge=64 * 1024, le=64 << 20)
+    s3_readahead_blocks: int = Field(4, ge=0, le=64)
+    # Objects up to this size are fetched whole, in parallel blocks, at open.
+    s3_whole_object_bytes: int = Field(8 << 20, ge=0)
+    s3_block_cache_mb: int = Field(256, ge=0)
+    s3_index_cache_entries: int = Field(1024, ge=0)
+    s3_max_attempts: int = Field(4, ge=1, le=20)
+    s3_request_timeout_s: float = Field(10.0, gt=0)
+    s3_connect_timeout_s: float = Field(3.0, gt=0)
+    # How long a decoder thread waits for one read before failing it.
+    s3_read_timeout_s: float = Field(60.0, gt=0)
+    s3_stat_ttl_s: float = Field(5.0, ge=0)
+    s3_resolve_ttl_s: float = Field(60.0, ge=0)
+    # Bytes remote sources may hold for requests in flight (fetched data and
+    # the codec's copy); requests wait this long for room, then get
+    # RESOURCE_EXHAUSTED. The block cache is bounded separately.
+    source_memory_budget_mb: int = Field(512, ge=1)
+    source_budget_wait_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> DecoderSettings:
+        if self.source == "s3" and not self.s3_bucket:
+            raise ValueError("IIIF_DECODER_S3_BUCKET is required when IIIF_DECODER_SOURCE=s3")
+        return self

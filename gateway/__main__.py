@@ -1,0 +1,29 @@
+"""`python -m gateway`: serve the IIIF gateway with uvicorn, settings from IIIF_GATEWAY_*."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from gateway.logs import configure_logging
+from gateway.settings import GatewaySettings
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        "gateway.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=False,
+        # Let in-flight responses finish on SIGTERM, bounded like the decoder's grace.
+        timeout_graceful_shutdown=int(settings.request_timeout_s),
+        lifespan="on",
+    )
+
+
+if __name__ == "__main__":
+    main()

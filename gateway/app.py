@@ -1,0 +1,73 @@
+"""Builds the gateway's ASGI app from settings: collaborators made here, injected below."""
+
+from __future__ import annotations
+
+import json
+
+import falcon
+import falcon.asgi
+
+from gateway import errors
+from gateway.decoder_client import DecoderClient
+from gateway.errors import AsgiApp
+from gateway.iiif.types import ApiVersion, Limits
+from gateway.middleware import Cors, DecoderLifespan, RequestLog
+from gateway.resources.health import Liveness, Readiness
+from gateway.resources.iiif import IIIFMount
+from gateway.resources.image import ImageResponder
+from gateway.resources.info import InfoResponder
+from gateway.settings import GatewaySettings
+
+MOUNTS: dict[ApiVersion, str] = {ApiVersion.V3: "/iiif/3", ApiVersion.V2: "/iiif/2"}
+
+
+class Index:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = json.dumps(
+            {
+                "service": "iiif-gateway",
+                "image_api": {
+                    "3.0": MOUNTS[ApiVersion.V3] + "/",
+                    "2.1": MOUNTS[ApiVersion.V2] + "/",
+                },
+                "health": ["/health/live", "/health/ready"],
+            }
+        )
+
+
+def create_app(settings: GatewaySettings, client: DecoderClient | None = None) -> AsgiApp:
+    """The ASGI app; `client` defaults to one built from `settings`."""
+    if client is None:
+        client = DecoderClient(
+            settings.decoder_target,
+            timeout_s=settings.request_timeout_s,
+            retry_after_s=settings.retry_after_s,
+            cache_entries=settings.describe_cache_entries,
+            cache_ttl_s=settings.describe_cache_ttl_s,
+        )
+    limits = Limits(settings.max_width, settings.max_height, settings.max_area)
+    middleware: list[object] = [DecoderLifespan(client), RequestLog(), Cors()]
+    app: AsgiApp = falcon.asgi.App(middleware=middleware)  # type: ignore[arg-type]
+    errors.register(app)
+    for version, mount in MOUNTS.items():
+        shared = (client, limits, mount, settings.public_base_url, settings.cache_control)
+        app.add_sink(
+            IIIFMount(
+                version,
+                mount,
+                settings.public_base_url,
+                InfoResponder(*shared),
+                ImageResponder(*shared),
+            ),
+            prefix=f"^{mount}(?=/)",
+        )
+    app.add_route("/", Index())
+    app.add_route("/health/live", Liveness())
+    app.add_route("/health/ready", Readiness(client))
+    return app
+
+
+def create_app_from_env() -> AsgiApp:
+    """Factory for ASGI servers (`uvicorn --factory gateway.app:create_app_from_env`)."""
+    return create_app(GatewaySettings())

@@ -1,0 +1,261 @@
+"""The gateway's only gRPC user: Describe (cached) and Render (streamed) on the decoders.
+
+Translates plans to protobuf and gRPC status codes to gateway errors, so the
+HTTP resources never see gRPC.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+import grpc.aio
+from cachetools import TTLCache
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from iiif_decoder.v1 import decoder_pb2 as pb
+from iiif_decoder.v1 import decoder_pb2_grpc
+
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    ImageNotFound,
+    Overloaded,
+    SourceUnreadable,
+    UpstreamFailure,
+    UpstreamTimeout,
+)
+from gateway.iiif.types import RenderPlan
+
+_FORMATS: dict[str, pb.OutputFormat.ValueType] = {
+    "jpg": pb.OUTPUT_FORMAT_JPEG,
+    "png": pb.OUTPUT_FORMAT_PNG,
+    "webp": pb.OUTPUT_FORMAT_WEBP,
+    "tif": pb.OUTPUT_FORMAT_TIFF,
+    "gif": pb.OUTPUT_FORMAT_GIF,
+    "jp2": pb.OUTPUT_FORMAT_JP2,
+}
+_QUALITIES: dict[str, pb.Quality.ValueType] = {
+    "default": pb.QUALITY_COLOR,
+    "color": pb.QUALITY_COLOR,
+    "gray": pb.QUALITY_GRAY,
+    "bitonal": pb.QUALITY_BITONAL,
+}
+
+# Retry only what is safe and cheap to retry: a decoder that went away
+# (UNAVAILABLE) before answering. gRPC never retries past the call's deadline.
+_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{"service": "iiif.decoder.v1.Decoder"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+        "retryThrottling": {"maxTokens": 20, "tokenRatio": 0.2},
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    width: int
+    height: int
+    downscale: int
+    tile_width: int
+    tile_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDescription:
+    """What the gateway needs to know of an image to plan and describe it."""
+
+    width: int
+    height: int
+    levels: tuple[Level, ...]
+    tile_width: int
+    tile_height: int
+    version: str
+    last_modified: datetime
+
+
+@dataclass(slots=True)
+class RenderStream:
+    """A started render: its header, then its bytes as they arrive."""
+
+    content_type: str
+    version: str
+    content_length: int | None
+    chunks: AsyncIterator[bytes]
+
+
+class DecoderClient:
+    """Describe and Render against `target` with a deadline of `timeout_s` per call."""
+
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float,
+        retry_after_s: int,
+        cache_entries: int,
+        cache_ttl_s: float,
+    ) -> None:
+        self._target = target
+        self._timeout_s = timeout_s
+        self._retry_after_s = retry_after_s
+        self._describes: TTLCache[str, ImageDescription] = TTLCache(
+            maxsize=cache_entries, ttl=max(cache_ttl_s, 1e-9)
+        )
+        self._cache_enabled = cache_ttl_s > 0
+
+    async def start(self) -> None:
+        """Open the channel; call from the event loop that will use it."""
+        self._channel = grpc.aio.insecure_channel(
+            self._target,
+            options=[
+                ("grpc.service_config", _SERVICE_CONFIG),
+                ("grpc.enable_retries", 1),
+                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 30_000),
+            ],
+        )
+        self._stub = decoder_pb2_grpc.DecoderStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def describe(self, identifier: str) -> ImageDescription:
+        """The image's description, from the cache when fresh; raises GatewayError."""
+        cached = self._describes.get(identifier)
+        if cached is not None:
+            return cached
+        try:
+            resp = await self._stub.Describe(
+                pb.DescribeRequest(identifier=identifier), timeout=self._timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+        desc = ImageDescription(
+            width=resp.width,
+            height=resp.height,
+            levels=tuple(
+                Level(lv.width, lv.height, lv.downscale, lv.tile_width, lv.tile_height)
+                for lv in resp.levels
+            ),
+            tile_width=resp.tile_width,
+            tile_height=resp.tile_height,
+            version=resp.version,
+            last_modified=resp.last_modified.ToDatetime(tzinfo=UTC),
+        )
+        if self._cache_enabled:
+            self._describes[identifier] = desc
+        return desc
+
+    def forget(self, identifier: str) -> None:
+        """Drop a cached description (the image changed)."""
+        self._describes.pop(identifier, None)
+
+    async def render(
+        self, identifier: str, plan: RenderPlan, expected_version: str
+    ) -> RenderStream:
+        """Start a render and wait for its header; raises GatewayError.
+
+        A source that changed since it was described raises StaleDescription.
+        Cancelling or closing the returned chunks cancels the gRPC call.
+        """
+        request = pb.RenderRequest(
+            identifier=identifier,
+            region=pb.Region(x=plan.crop.x, y=plan.crop.y, width=plan.crop.w, height=plan.crop.h),
+            width=plan.width,
+            height=plan.height,
+            rotation=plan.rotation,
+            mirror=plan.mirror,
+            quality=_QUALITIES[plan.quality],
+            format=_FORMATS[plan.format],
+            expected_version=expected_version,
+        )
+        deadline = time.monotonic() + self._timeout_s
+        call = self._stub.Render(request, timeout=self._timeout_s)
+        try:
+            first = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+        if first is grpc.aio.EOF or not first.HasField("header"):
+            call.cancel()
+            raise UpstreamFailure("decoder sent no header")
+        header = first.header
+        return RenderStream(
+            content_type=header.content_type,
+            version=header.version,
+            content_length=header.content_length or None,
+            chunks=self._chunks(call, deadline),
+        )
+
+    async def _chunks(
+        self, call: grpc.aio.UnaryStreamCall[pb.RenderRequest, pb.RenderChunk], deadline: float
+    ) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                try:
+                    message = await call.read()
+                except grpc.aio.AioRpcError as exc:
+                    raise self._error(exc) from None
+                if message is grpc.aio.EOF:
+                    return
+                yield message.data
+        finally:
+            # The client went away (or we failed): stop the decoder's work too.
+            if not call.done():
+                call.cancel()
+
+    async def healthy(self) -> bool:
+        """Whether a decoder answers SERVING to the standard health check."""
+        try:
+            resp = await self._health.Check(
+                health_pb2.HealthCheckRequest(service="iiif.decoder.v1.Decoder"), timeout=2.0
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def _error(self, exc: grpc.aio.AioRpcError) -> GatewayError:
+        code, details = exc.code(), exc.details() or code_name(exc.code())
+        if code == grpc.StatusCode.NOT_FOUND:
+            return ImageNotFound(details)
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return BadRequest(details)
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            return SourceUnreadable(details)
+        if code == grpc.StatusCode.ABORTED:
+            return StaleDescription(details, retry_after_s=self._retry_after_s)
+        if code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+            return Overloaded(details, retry_after_s=_retry_after(exc, self._retry_after_s))
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return UpstreamTimeout(details)
+        return UpstreamFailure(details)
+
+
+class StaleDescription(Overloaded):
+    """The image changed between Describe and Render; describe it again."""
+
+
+def code_name(code: grpc.StatusCode) -> str:
+    return str(code.name)
+
+
+def _retry_after(exc: grpc.aio.AioRpcError, default: int) -> int:
+    for key, value in exc.trailing_metadata() or ():
+        if key == "retry-after" and isinstance(value, str) and value.isdigit():
+            return max(1, int(value))
+    return default

@@ -1,0 +1,78 @@
+"""`{id}/{region}/{size}/{rotation}/{quality}.{format}`: resolve, render, stream."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.asgi
+
+from gateway.conditional import etag_for, not_modified
+from gateway.decoder_client import DecoderClient, ImageDescription, RenderStream, StaleDescription
+from gateway.iiif.canonical import canonical_path
+from gateway.iiif.resolve import resolve
+from gateway.iiif.types import ImageDims, ImageRequest, Limits, RenderPlan
+from gateway.resources.links import profile_link, service_id
+from gateway.resources.support import MEDIA_TYPES
+
+
+class ImageResponder:
+    def __init__(
+        self,
+        client: DecoderClient,
+        limits: Limits,
+        mount: str,
+        public_base: str | None,
+        cache_control: str,
+    ) -> None:
+        self._client = client
+        self._limits = limits
+        self._mount = mount
+        self._public_base = public_base
+        self._cache_control = cache_control
+
+    def _plan(self, parsed: ImageRequest, desc: ImageDescription) -> RenderPlan:
+        return resolve(parsed, ImageDims(desc.width, desc.height), self._limits)
+
+    async def respond(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, parsed: ImageRequest
+    ) -> None:
+        desc = await self._client.describe(parsed.identifier)
+        plan = self._plan(parsed, desc)
+        canonical = canonical_path(
+            plan, parsed, ImageDims(desc.width, desc.height), limits=self._limits
+        )
+        sid = service_id(req, self._public_base, self._mount, parsed.identifier)
+        resp.append_header("Link", f'<{sid}/{canonical}>;rel="canonical"')
+        resp.append_header("Link", profile_link(parsed.version))
+        etag = etag_for(desc.version, canonical)
+        resp.set_header("ETag", etag)
+        resp.last_modified = desc.last_modified
+        resp.cache_control = [self._cache_control]
+        resp.content_type = MEDIA_TYPES[plan.format]
+        if not_modified(
+            etag,
+            desc.last_modified,
+            req.get_header("If-None-Match"),
+            req.get_header("If-Modified-Since"),
+        ):
+            resp.status = falcon.HTTP_304
+            return
+        if req.method == "HEAD":
+            return
+        stream = await self._render(parsed, desc, plan)
+        resp.content_type = stream.content_type
+        if stream.content_length is not None:
+            resp.content_length = stream.content_length
+        resp.stream = stream.chunks
+
+    async def _render(
+        self, parsed: ImageRequest, desc: ImageDescription, plan: RenderPlan
+    ) -> RenderStream:
+        try:
+            return await self._client.render(parsed.identifier, plan, desc.version)
+        except StaleDescription:
+            # The image changed after we described it: plan again, once.
+            self._client.forget(parsed.identifier)
+            fresh = await self._client.describe(parsed.identifier)
+            return await self._client.render(
+                parsed.identifier, self._plan(parsed, fresh), fresh.version
+            )

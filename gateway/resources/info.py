@@ -1,0 +1,73 @@
+"""`{id}/info.json`: describe the image, build the document, negotiate its type."""
+
+from __future__ import annotations
+
+import json
+
+import falcon
+import falcon.asgi
+
+from gateway.conditional import etag_for, not_modified
+from gateway.decoder_client import DecoderClient
+from gateway.iiif.info import CONTEXT, build_info
+from gateway.iiif.types import ImageDims, InfoRequest, Limits
+from gateway.info_view import advertised_sizes, advertised_tiles
+from gateway.resources.links import profile_link, service_id
+from gateway.resources.support import FORMATS, QUALITIES, advertised_features
+
+JSON_LD = "application/ld+json"
+
+
+class InfoResponder:
+    def __init__(
+        self,
+        client: DecoderClient,
+        limits: Limits,
+        mount: str,
+        public_base: str | None,
+        cache_control: str,
+    ) -> None:
+        self._client = client
+        self._limits = limits
+        self._mount = mount
+        self._public_base = public_base
+        self._cache_control = cache_control
+
+    async def respond(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, parsed: InfoRequest
+    ) -> None:
+        desc = await self._client.describe(parsed.identifier)
+        version = parsed.version
+        sid = service_id(req, self._public_base, self._mount, parsed.identifier)
+        doc = build_info(
+            version,
+            sid,
+            ImageDims(desc.width, desc.height),
+            advertised_sizes(desc, self._limits),
+            advertised_tiles(desc),
+            self._limits,
+            FORMATS,
+            QUALITIES[version],
+            advertised_features(version, self._limits),
+        )
+        # JSON-LD only when asked for; plain JSON keeps naive clients happy
+        # (3.0 section 7.1, 2.1 section 5.1).
+        if JSON_LD in (req.accept or ""):
+            resp.content_type = f'{JSON_LD};profile="{CONTEXT[version]}"'
+        else:
+            resp.content_type = falcon.MEDIA_JSON
+        resp.set_header("Vary", "Accept")
+        resp.append_header("Link", profile_link(version))
+        etag = etag_for(desc.version, f"info {version} {sid} {resp.content_type}")
+        resp.set_header("ETag", etag)
+        resp.last_modified = desc.last_modified
+        resp.cache_control = [self._cache_control]
+        if not_modified(
+            etag,
+            desc.last_modified,
+            req.get_header("If-None-Match"),
+            req.get_header("If-Modified-Since"),
+        ):
+            resp.status = falcon.HTTP_304
+            return
+        resp.text = json.dumps(doc, separators=(",", ":"))

@@ -1,0 +1,45 @@
+"""The gateway's configuration: one frozen object, read once from IIIF_GATEWAY_* variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """Every gateway setting; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="IIIF_GATEWAY_", frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # Any gRPC target: host:port, or dns:///decoder.ns.svc:50051 for client-side
+    # round-robin over every decoder a headless Service lists.
+    decoder_target: str = "127.0.0.1:50051"
+    # Public base URL (scheme://host[:port][/prefix]) used in info.json ids and
+    # Link headers; when unset it comes from Forwarded / X-Forwarded-* headers,
+    # else from the request itself.
+    public_base_url: str | None = None
+    max_width: int | None = Field(None, ge=1)
+    max_height: int | None = Field(None, ge=1)
+    # Caps every output (and so what full/max means): bots asking for full-size
+    # renders of huge masters must not be able to exhaust decoder memory.
+    max_area: int | None = Field(25_000_000, ge=1)
+    cache_control: str = "public, max-age=86400"
+    request_timeout_s: float = Field(30.0, gt=0)
+    retry_after_s: int = Field(2, ge=1)
+    describe_cache_entries: int = Field(10_000, ge=1)
+    describe_cache_ttl_s: float = Field(300.0, ge=0)
+    workers: int = Field(1, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("max_width", "max_height", "max_area", mode="before")
+    @classmethod
+    def _no_limit(cls, value: object) -> object:
+        """`none`, `0` or an empty value switch a limit off."""
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "0"):
+            return None
+        return value

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the system libraries the project needs when the machine lacks them:
+# libvips with a JPEG2000 loader (Debian's libvips42 links OpenJPEG; the
+# pyvips-binary wheel has no JPEG2000 loader), OpenJPEG's command-line tools
+# (test and sample images), and libmagic (the IIIF validator needs it).
+set -euo pipefail
+
+missing=()
+have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+
+vips_so=$(ldconfig -p 2>/dev/null | awk '/libvips\.so\.42 /{print $NF; exit}')
+if [ -z "$vips_so" ] || ! ldd "$vips_so" 2>/dev/null | grep -q libopenjp2; then
+  missing+=(libvips42)
+fi
+command -v opj_compress >/dev/null 2>&1 || missing+=(libopenjp2-tools)
+have_lib 'libmagic\.so\.1 ' || missing+=(libmagic1)
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "Installing system packages: ${missing[*]}" >&2
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "No apt-get here: install ${missing[*]} (libvips >= 8.12 with OpenJPEG) by hand." >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

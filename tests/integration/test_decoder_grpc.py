@@ -1,0 +1,276 @@
+"""The decoder on its own, over real gRPC: how an internal service would use it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+import pyvips
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from iiif_decoder.v1 import decoder_pb2 as pb
+from iiif_decoder.v1 import decoder_pb2_grpc
+
+from tests.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+SOURCES: dict[str, int] = {
+    "sample-tiled": pb.SOURCE_FORMAT_JPEG2000,
+    "sample-pyramid": pb.SOURCE_FORMAT_TIFF,
+    "sample-photo": pb.SOURCE_FORMAT_JPEG,
+    "sample-png": pb.SOURCE_FORMAT_PNG,
+}
+OUTPUTS: dict[int, tuple[str, str]] = {
+    pb.OUTPUT_FORMAT_JPEG: ("image/jpeg", "jpegload"),
+    pb.OUTPUT_FORMAT_PNG: ("image/png", "pngload"),
+    pb.OUTPUT_FORMAT_WEBP: ("image/webp", "webpload"),
+    pb.OUTPUT_FORMAT_TIFF: ("image/tiff", "tiffload"),
+    pb.OUTPUT_FORMAT_GIF: ("image/gif", "gifload"),
+    pb.OUTPUT_FORMAT_JP2: ("image/jp2", "jp2kload"),
+}
+
+
+@pytest.fixture(scope="module")
+def channel(stack: Stack) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(stack.decoder_target) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="module")
+def stub(channel: grpc.Channel) -> decoder_pb2_grpc.DecoderStub:
+    return decoder_pb2_grpc.DecoderStub(channel)
+
+
+def render(
+    stub: decoder_pb2_grpc.DecoderStub, **fields: object
+) -> tuple[pb.RenderHeader, bytes, list[int]]:
+    chunks = list(stub.Render(pb.RenderRequest(**fields), timeout=60))  # type: ignore[arg-type]
+    assert chunks, "no messages"
+    assert chunks[0].HasField("header"), "the first message must be the header"
+    sizes = [len(c.data) for c in chunks[1:]]
+    assert all(c.HasField("data") for c in chunks[1:])
+    return chunks[0].header, b"".join(c.data for c in chunks[1:]), sizes
+
+
+def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
+    """The error a unary call raises, or a streaming call raises while read."""
+    try:
+        result = call()
+        if isinstance(result, Iterator):
+            list(result)
+    except grpc.RpcError as exc:
+        return exc
+    pytest.fail("the call succeeded; an error was expected")
+
+
+@pytest.mark.parametrize(("identifier", "fmt"), SOURCES.items())
+def test_describe(stub: decoder_pb2_grpc.DecoderStub, identifier: str, fmt: int) -> None:
+    desc = stub.Describe(pb.DescribeRequest(identifier=identifier), timeout=30)
+    assert desc.format == fmt
+    assert (desc.width, desc.height) == (desc.levels[0].width, desc.levels[0].height)
+    assert desc.levels[0].downscale == 1
+    assert [lv.downscale for lv in desc.levels] == sorted(lv.downscale for lv in desc.levels)
+    assert desc.bands in (1, 3, 4)
+    assert desc.bits_per_sample == 8
+    assert desc.version
+    assert desc.size_bytes > 0
+    assert desc.last_modified.seconds > 0
+
+
+def test_describe_reports_real_levels_and_tiles(stub: decoder_pb2_grpc.DecoderStub) -> None:
+    jp2 = stub.Describe(pb.DescribeRequest(identifier="sample-tiled"), timeout=30)
+    tif = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
+    for desc in (jp2, tif):
+        assert len(desc.levels) >= 3
+        assert (desc.tile_width, desc.tile_height) == (256, 256)
+        for lv in desc.levels:
+            assert lv.width == -(-desc.width // lv.downscale)
+
+
+@pytest.mark.parametrize("identifier", SOURCES)
+@pytest.mark.parametrize("fmt", OUTPUTS)
+def test_every_format_in_and_out(
+    stub: decoder_pb2_grpc.DecoderStub, identifier: str, fmt: int
+) -> None:
+    header, data, _ = render(
+        stub,
+        identifier=identifier,
+        region=pb.Region(x=10, y=20, width=300, height=200),
+        width=150,
+        height=100,
+        format=fmt,
+    )
+    content_type, loader = OUTPUTS[fmt]
+    assert header.content_type == content_type
+    assert header.content_length == len(data)
+    image = pyvips.Image.new_from_buffer(data, "")
+    assert image.get("vips-loader").startswith(loader)
+    assert (image.width, image.height) == (150, 100)
+
+
+@pytest.mark.parametrize(
+    ("rotation", "mirror", "size"),
+    [(0, False, (120, 80)), (90, False, (80, 120)), (180, True, (120, 80)), (270, True, (80, 120))],
+)
+def test_right_angle_rotations(
+    stub: decoder_pb2_grpc.DecoderStub, rotation: float, mirror: bool, size: tuple[int, int]
+) -> None:
+    _, data, _ = render(
+        stub,
+        identifier="sample-photo",
+        width=120,
+        height=80,
+        rotation=rotation,
+        mirror=mirror,
+        format=pb.OUTPUT_FORMAT_PNG,
+    )
+    image = pyvips.Image.new_from_buffer(data, "")
+    assert (image.width, image.height) == size
+
+
+def test_arbitrary_rotation_has_transparent_corners_in_png(
+    stub: decoder_pb2_grpc.DecoderStub,
+) -> None:
+    _, data, _ = render(
+        stub,
+        identifier="sample-photo",
+        width=120,
+        height=80,
+        rotation=30,
+        format=pb.OUTPUT_FORMAT_PNG,
+    )
+    image = pyvips.Image.new_from_buffer(data, "")
+    assert image.hasalpha()
+    assert image.width > 120
+    assert image.height > 80
+    assert image.getpoint(0, 0)[-1] == 0
+
+
+def test_arbitrary_rotation_has_white_corners_in_jpeg(stub: decoder_pb2_grpc.DecoderStub) -> None:
+    _, data, _ = render(
+        stub,
+        identifier="sample-photo",
+        width=120,
+        height=80,
+        rotation=30,
+        format=pb.OUTPUT_FORMAT_JPEG,
+    )
+    image = pyvips.Image.new_from_buffer(data, "")
+    assert min(image.getpoint(0, 0)) > 240
+
+
+@pytest.mark.parametrize("identifier", SOURCES)
+def test_qualities(stub: decoder_pb2_grpc.DecoderStub, identifier: str) -> None:
+    def load(quality: int) -> pyvips.Image:
+        _, data, _ = render(
+            stub,
+            identifier=identifier,
+            width=100,
+            height=75,
+            quality=quality,
+            format=pb.OUTPUT_FORMAT_PNG,
+        )
+        return pyvips.Image.new_from_buffer(data, "")
+
+    assert load(pb.QUALITY_COLOR).bands == 3
+    assert load(pb.QUALITY_GRAY).bands == 1
+    bitonal = load(pb.QUALITY_BITONAL)
+    assert bitonal.bands == 1
+    histogram = bitonal.hist_find().tolist()[0]
+    assert all(count == 0 for value, count in enumerate(histogram) if value not in (0, 255))
+
+
+def test_large_output_streams_in_bounded_chunks(stub: decoder_pb2_grpc.DecoderStub) -> None:
+    header, data, sizes = render(
+        stub,
+        identifier="sample-photo",
+        width=1200,
+        height=900,
+        format=pb.OUTPUT_FORMAT_PNG,
+    )
+    assert len(sizes) > 1, "a large PNG must arrive in several chunks"
+    assert max(sizes) <= 256 * 1024
+    assert header.content_length == len(data)
+
+
+def test_not_found(stub: decoder_pb2_grpc.DecoderStub) -> None:
+    err = rpc_error(lambda: stub.Describe(pb.DescribeRequest(identifier="nope"), timeout=10))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    err = rpc_error(
+        lambda: stub.Render(pb.RenderRequest(identifier="nope", width=1, height=1), timeout=10)
+    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("identifier", ["../etc/passwd", "/etc/passwd", "a\x00b", ""])
+def test_unsafe_identifiers(stub: decoder_pb2_grpc.DecoderStub, identifier: str) -> None:
+    err = rpc_error(lambda: stub.Describe(pb.DescribeRequest(identifier=identifier), timeout=10))
+    assert err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+
+
+@pytest.mark.parametrize("identifier", ["corrupt-truncated", "corrupt-empty", "corrupt-text"])
+def test_corrupt_sources(stub: decoder_pb2_grpc.DecoderStub, identifier: str) -> None:
+    err = rpc_error(
+        lambda: stub.Render(
+            pb.RenderRequest(identifier=identifier, width=10, height=10), timeout=30
+        )
+    )
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.details()
+    # ... and the decoder keeps serving others.
+    assert stub.Describe(pb.DescribeRequest(identifier="sample-photo"), timeout=10).width > 0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"region": pb.Region(x=0, y=0, width=5000, height=10), "width": 10, "height": 10},
+        {"region": pb.Region(x=0, y=0, width=0, height=10), "width": 10, "height": 10},
+        {"width": 0, "height": 10},
+        {"width": 10, "height": 10, "rotation": 360.0},
+        {"width": 10, "height": 10, "rotation": float("nan")},
+        {"width": 100_000, "height": 10},
+        {"width": 10, "height": 10, "format": 99},
+    ],
+)
+def test_invalid_plans(stub: decoder_pb2_grpc.DecoderStub, fields: dict[str, object]) -> None:
+    err = rpc_error(
+        lambda: stub.Render(pb.RenderRequest(identifier="sample-photo", **fields), timeout=10)  # type: ignore[arg-type]
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details()
+
+
+def test_expected_version_mismatch_is_aborted(stub: decoder_pb2_grpc.DecoderStub) -> None:
+    err = rpc_error(
+        lambda: stub.Render(
+            pb.RenderRequest(
+                identifier="sample-photo", width=10, height=10, expected_version="stale"
+            ),
+            timeout=10,
+        )
+    )
+    assert err.code() == grpc.StatusCode.ABORTED
+
+
+def test_health_and_reflection(channel: grpc.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = list(
+        stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
+    )
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert {"iiif.decoder.v1.Decoder", "grpc.health.v1.Health"} <= names
+
+
+def test_output_pixel_cap(stub: decoder_pb2_grpc.DecoderStub) -> None:
+    """Upscaling must not be a way to allocate gigapixels."""
+    err = rpc_error(
+        lambda: stub.Render(
+            pb.RenderRequest(identifier="sample-photo", width=60_000, height=60_000), timeout=10
+        )
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "limit" in (err.details() or "")
