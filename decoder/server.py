@@ -93,6 +93,9 @@ def build_service(
         executor=executor,
         admission=Admission(
             slots=settings.decode_threads,
+            budget_bytes=settings.render_budget_mb << 20,
+            small_bytes=settings.small_render_mb << 20,
+            reserved_small_bytes=int((settings.render_budget_mb << 20) * settings.small_lane_share),
             max_queued=settings.max_queued,
             timeout_s=settings.queue_timeout_s,
         ),

@@ -1,12 +1,16 @@
 """The decoder's use cases, free of gRPC: describe an image, render a plan.
 
 Blocking work (sniffing, libvips) runs on a bounded thread pool so the event
-loop only schedules; admission limits how many renders are in flight.
+loop only schedules. Every render is weighed by its estimated memory and
+admitted against the budget first; identical renders in flight at the same
+moment are done once and shared; a render nobody waits for any more is
+cancelled, down to libvips' evaluation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -16,18 +20,15 @@ from typing import TypeVar
 from cachetools import LRUCache
 
 from decoder.admission import Admission
+from decoder.cost import estimate_render_bytes
 from decoder.engines.base import ImageInfo
 from decoder.engines.registry import EngineRegistry
-from decoder.engines.sniff import sniff
+from decoder.engines.sniff import SNIFF_BYTES, sniff
 from decoder.pipeline import run_pipeline
 from decoder.plan import Plan
 from decoder.sources.base import ByteReader, ObjectStat, Source, SourceObject
 
 T = TypeVar("T")
-
-# Enough for every signature sniff() knows (the JP2 signature box is 12 bytes,
-# a raw J2K codestream is recognised by SOC+SIZ in the first 4).
-_SNIFF_BYTES = 16
 
 
 class VersionMismatch(Exception):
@@ -45,6 +46,17 @@ class Rendered:
     stat: ObjectStat
     content_type: str
     data: bytes
+
+
+_RenderKey = tuple[str, str, Plan]
+
+
+@dataclass(slots=True)
+class _Shared:
+    """One render in flight and how many callers wait for it."""
+
+    task: asyncio.Task[bytes]
+    waiters: int = 0
 
 
 class ImageService:
@@ -67,6 +79,11 @@ class ImageService:
             maxsize=max(1, describe_cache_entries)
         )
         self._infos_lock = threading.Lock()
+        self._inflight: dict[_RenderKey, _Shared] = {}
+
+    @property
+    def admission(self) -> Admission:
+        return self._admission
 
     async def describe(self, identifier: str) -> Description:
         """Geometry and levels of `identifier`; raises the source's and engines' errors."""
@@ -86,24 +103,63 @@ class ImageService:
         """Encoded bytes of the plan `make_plan` builds for `identifier`'s geometry.
 
         Raises VersionMismatch when `expected_version` is set and differs,
-        decoder.admission.Overloaded when no decode slot is free in time, and the
-        source's, engines' and pipeline's errors.
+        decoder.admission.Overloaded when the render does not fit the memory
+        budget in time, and the source's, engines' and pipeline's errors.
         """
-        async with self._admission.slot():
-            obj = await self._source.open(identifier)
+        obj: SourceObject | None = await self._source.open(identifier)
+        assert obj is not None
+        stat = obj.stat
+        try:
+            if expected_version and stat.version != expected_version:
+                raise VersionMismatch(
+                    f"{identifier!r} changed: version {stat.version}, expected {expected_version}"
+                )
+            info = await self._info(obj)
+            plan = make_plan(info)
+            key = (stat.key, stat.version, plan)
+            shared = self._inflight.get(key)
+            if shared is None:
+                task = asyncio.create_task(self._render(obj, info, plan))
+                shared = _Shared(task)
+                self._inflight[key] = shared
+                task.add_done_callback(functools.partial(self._forget, key, shared))
+                obj = None  # the task owns the reader now
+            shared.waiters += 1
             try:
-                if expected_version and obj.stat.version != expected_version:
-                    raise VersionMismatch(
-                        f"{identifier!r} changed: version {obj.stat.version}, "
-                        f"expected {expected_version}"
-                    )
-                info = await self._info(obj)
-                plan = make_plan(info)
-                engine = self._engines.for_format(info.format)
-                data = await self._run(run_pipeline, engine, obj.reader, info, plan)
+                data = await asyncio.shield(shared.task)
             finally:
+                shared.waiters -= 1
+                if shared.waiters == 0 and not shared.task.done():
+                    # Nobody wants it any more (deadline, client gone): stop the work.
+                    shared.task.cancel()
+        finally:
+            if obj is not None:
                 obj.reader.close()
-        return Rendered(obj.stat, plan.content_type, data)
+        return Rendered(stat, plan.content_type, data)
+
+    def _forget(self, key: _RenderKey, shared: _Shared, _task: object) -> None:
+        if self._inflight.get(key) is shared:
+            del self._inflight[key]
+
+    async def _render(self, obj: SourceObject, info: ImageInfo, plan: Plan) -> bytes:
+        cancel = threading.Event()
+        try:
+            cost = estimate_render_bytes(info, plan, obj.stat.size)
+            async with self._admission.slot(cost):
+                engine = self._engines.for_format(info.format)
+                future = asyncio.get_running_loop().run_in_executor(
+                    self._executor, run_pipeline, engine, obj.reader, info, plan, cancel
+                )
+                try:
+                    return await asyncio.shield(future)
+                except asyncio.CancelledError:
+                    # Keep the admission slot until the worker really stops, so the
+                    # budget still covers the memory it holds.
+                    cancel.set()
+                    await asyncio.wait([future])
+                    raise
+        finally:
+            obj.reader.close()
 
     async def _info(self, obj: SourceObject) -> ImageInfo:
         key = (obj.stat.key, obj.stat.version)
@@ -117,7 +173,7 @@ class ImageService:
         return info
 
     def _describe_blocking(self, reader: ByteReader) -> ImageInfo:
-        fmt = sniff(reader.read_at(0, _SNIFF_BYTES))
+        fmt = sniff(reader.read_at(0, SNIFF_BYTES))
         return self._engines.for_format(fmt).describe(reader, fmt)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:

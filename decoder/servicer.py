@@ -15,6 +15,7 @@ from iiif_decoder.v1 import decoder_pb2_grpc
 
 from decoder.admission import Overloaded
 from decoder.engines.base import DecodeError, RenderError, SourceFormat, UnsupportedSource
+from decoder.pipeline import Cancelled
 from decoder.plan import Box, InvalidPlan, OutputFormat, Plan, Quality
 from decoder.service import Description, ImageService, VersionMismatch
 from decoder.sources.base import InvalidIdentifier, ObjectNotFound, SourceUnavailable
@@ -57,6 +58,7 @@ _STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (SourceAccessDenied, grpc.StatusCode.PERMISSION_DENIED),
     (SourceUnavailable, grpc.StatusCode.UNAVAILABLE),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (Cancelled, grpc.StatusCode.CANCELLED),
 )
 MAX_OUTPUT_SIDE = 65_500  # libvips' and JPEG's own limit on one side
 

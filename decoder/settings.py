@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from decoder.memory import default_render_budget_mb
+
 
 def available_cores() -> int:
     """Cores this process may run on (honours CPU affinity, as containers set it)."""
@@ -27,8 +29,16 @@ class DecoderSettings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535)
     image_root: Path = Path("images")
     decode_threads: int = Field(default_factory=available_cores, ge=1, le=256)
-    # Renders beyond the decode threads wait in a bounded queue, then are refused
-    # with RESOURCE_EXHAUSTED instead of piling up until memory runs out.
+    # Estimated memory of the renders running at once (see decoder/cost.py);
+    # default: half the container's memory limit (cgroup), else half the RAM.
+    render_budget_mb: int = Field(default_factory=default_render_budget_mb, ge=16)
+    # Renders estimated at most this size form the "small" lane (tiles,
+    # thumbnails); a share of the budget is reserved for them so a few huge
+    # renders never starve viewers.
+    small_render_mb: int = Field(64, ge=1)
+    small_lane_share: float = Field(0.25, ge=0.0, lt=1.0)
+    # Renders that do not fit wait in a bounded queue, then are refused with
+    # RESOURCE_EXHAUSTED instead of piling up until memory runs out.
     max_queued: int = Field(64, ge=0)
     queue_timeout_s: float = Field(10.0, gt=0)
     chunk_bytes: int = Field(256 * 1024, ge=4096, le=3 * 1024 * 1024)

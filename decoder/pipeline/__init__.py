@@ -5,6 +5,7 @@ apply quality, encode. Synchronous and thread-safe: runs in worker threads.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 
 import pyvips
@@ -49,12 +50,39 @@ def validate_plan(info: ImageInfo, plan: Plan) -> None:
         raise RenderError("encode quality must be 1-100")
 
 
-def run_pipeline(engine: Engine, reader: ByteReader, info: ImageInfo, plan: Plan) -> bytes:
+class Cancelled(Exception):
+    """The render was abandoned (deadline passed or the caller went away)."""
+
+
+def _abort_when(image: VipsImage, cancel: threading.Event) -> VipsImage:
+    """Make libvips stop evaluating `image` soon after `cancel` is set.
+
+    libvips computes lazily while encoding; its progress signal lets a
+    callback set the kill flag, which ends the evaluation with an error.
+    """
+    image.set_progress(True)
+
+    def on_eval(img: VipsImage, progress: object) -> None:
+        if cancel.is_set():
+            img.set_kill(True)
+
+    image.signal_connect("eval", on_eval)
+    return image
+
+
+def run_pipeline(
+    engine: Engine,
+    reader: ByteReader,
+    info: ImageInfo,
+    plan: Plan,
+    cancel: threading.Event | None = None,
+) -> bytes:
     """Render `plan` from the image behind `reader` (described by `info`);
     return the encoded bytes (content type `plan.content_type`).
 
     Raises RenderError for a plan that does not fit the image and
-    DecodeError when the source cannot be decoded. Any libvips failure after
+    DecodeError when the source cannot be decoded, Cancelled soon after
+    `cancel` is set. Any libvips failure after
     the plan was validated is attributed to the source and raised as
     DecodeError: decoding is lazy, so corrupt pixel data only shows up while
     encoding.
@@ -63,14 +91,21 @@ def run_pipeline(engine: Engine, reader: ByteReader, info: ImageInfo, plan: Plan
     try:
         image = load_region(engine, reader, info, plan)
         for step in STEPS:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("render cancelled")
             image = step(image, plan)
+        if cancel is not None:
+            image = _abort_when(image, cancel)
         return encode(image, plan)
     except pyvips.Error as exc:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("render cancelled") from exc
         raise DecodeError(vips_error_message(exc)) from exc
 
 
 __all__ = [
     "STEPS",
+    "Cancelled",
     "Step",
     "apply_quality",
     "choose_level",
