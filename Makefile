@@ -8,7 +8,7 @@ IMAGE_ROOT ?= var/images
 GATEWAY_PORT ?= 8080
 DECODER_PORT ?= 50051
 
-.PHONY: install samples run test lint format proto bench clean
+.PHONY: install samples run test lint format proto bench images clean
 
 $(STAMP): pyproject.toml scripts/ensure_system_deps.sh
 	scripts/ensure_system_deps.sh
@@ -41,6 +41,10 @@ format: $(STAMP)
 # The generated stubs are committed; a test fails when they drift from the .proto.
 proto: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/gen_proto.sh
+
+# Container images: built where docker or podman runs, a clear skip elsewhere.
+images:
+	docker/build-images.sh
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .hypothesis

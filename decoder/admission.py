@@ -45,8 +45,8 @@ class Admission:
 
     Renders estimated at most `small_bytes` use the small lane, which may use
     the whole budget; larger ones may use at most `budget_bytes -
-    reserved_small_bytes`. At most `max_queued` renders wait, each at most
-    `timeout_s` seconds.
+    reserved_small_bytes`. At most `max_queued` renders of each lane wait,
+    each at most `timeout_s` seconds.
     """
 
     def __init__(
@@ -145,7 +145,9 @@ class Admission:
                 break
 
     async def _wait(self, cost: int, small: bool) -> None:
-        if len(self._queue) >= self._max_queued:
+        # Each lane has its own bound, so a flood of large renders cannot take
+        # every queue place from tiles.
+        if sum(1 for w in self._queue if w.small == small) >= self._max_queued:
             self._rejected += 1
             raise Overloaded("decoder busy: render queue is full", self._timeout_s)
         waiter = _Waiter(cost, small, asyncio.get_running_loop().create_future())

@@ -17,10 +17,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from iiif_decoder.v1 import decoder_pb2, decoder_pb2_grpc
 
+from decoder import metrics
 from decoder.admission import Admission
 from decoder.engines.registry import default_registry
 from decoder.engines.vips import init_vips
-from decoder.service import ImageService
+from decoder.service import ImageService, SourceLimits
 from decoder.servicer import DecoderServicer
 from decoder.settings import DecoderSettings
 from decoder.sources.base import Source
@@ -87,7 +88,7 @@ def build_service(
 ) -> ImageService:
     """The ImageService for `settings` (the configured source unless `source`
     is given, default engines)."""
-    return ImageService(
+    service = ImageService(
         source=source if source is not None else build_source(settings),
         engines=default_registry(),
         executor=executor,
@@ -100,7 +101,16 @@ def build_service(
             timeout_s=settings.queue_timeout_s,
         ),
         describe_cache_entries=settings.describe_cache_entries,
+        limits=SourceLimits(settings.max_source_pixels, settings.max_source_bytes),
     )
+    admission = service.admission
+    metrics.watch_admission(
+        lambda: admission.waiting,
+        lambda: admission.in_use,
+        lambda: admission.peak,
+        lambda: admission.rejected,
+    )
+    return service
 
 
 async def serve(settings: DecoderSettings) -> None:
@@ -110,12 +120,17 @@ async def serve(settings: DecoderSettings) -> None:
     # Remote sources bridge decoder threads to this loop: decodes must stay
     # on the executor, never on the loop thread (see decoder/sources/readahead.py).
     source = build_source(settings)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            ("grpc.max_receive_message_length", 1024 * 1024),
+    options: list[tuple[str, int]] = [
+        ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        ("grpc.max_receive_message_length", 1024 * 1024),
+    ]
+    if settings.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+            # Calls in flight on an aged connection get the drain time to finish.
+            ("grpc.max_connection_age_grace_ms", int(settings.grace_period_s * 1000)),
         ]
-    )
+    server = grpc.aio.server(options=options)
     decoder_pb2_grpc.add_DecoderServicer_to_server(
         DecoderServicer(
             build_service(settings, executor, source),
@@ -130,6 +145,8 @@ async def serve(settings: DecoderSettings) -> None:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    if settings.metrics_port:
+        metrics.serve_metrics(settings.host, settings.metrics_port)
     address = f"{settings.host}:{settings.port}"
     port = server.add_insecure_port(address)
     await server.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import TypeVar
 
 from cachetools import LRUCache
 
+from decoder import metrics
 from decoder.admission import Admission
 from decoder.cost import estimate_render_bytes
 from decoder.engines.base import ImageInfo
@@ -33,6 +35,18 @@ T = TypeVar("T")
 
 class VersionMismatch(Exception):
     """The source changed since the caller described it."""
+
+
+class SourceTooLarge(Exception):
+    """The source exceeds the configured pixel or byte limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLimits:
+    """Largest source accepted: pixels (width x height) and bytes; 0 = no limit."""
+
+    max_pixels: int = 0
+    max_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +83,10 @@ class ImageService:
         executor: Executor,
         admission: Admission,
         describe_cache_entries: int,
+        limits: SourceLimits = SourceLimits(),
     ) -> None:
         self._source = source
+        self._limits = limits
         self._engines = engines
         self._executor = executor
         self._admission = admission
@@ -118,7 +134,9 @@ class ImageService:
             plan = make_plan(info)
             key = (stat.key, stat.version, plan)
             shared = self._inflight.get(key)
-            if shared is None:
+            if shared is not None:
+                metrics.SHARED_RENDERS.inc()
+            else:
                 task = asyncio.create_task(self._render(obj, info, plan))
                 shared = _Shared(task)
                 self._inflight[key] = shared
@@ -147,27 +165,45 @@ class ImageService:
             cost = estimate_render_bytes(info, plan, obj.stat.size)
             async with self._admission.slot(cost):
                 engine = self._engines.for_format(info.format)
+                started = time.perf_counter()
                 future = asyncio.get_running_loop().run_in_executor(
                     self._executor, run_pipeline, engine, obj.reader, info, plan, cancel
                 )
                 try:
-                    return await asyncio.shield(future)
+                    data = await asyncio.shield(future)
+                    metrics.DECODE_SECONDS.labels(info.format.value).observe(
+                        time.perf_counter() - started
+                    )
+                    return data
                 except asyncio.CancelledError:
                     # Keep the admission slot until the worker really stops, so the
                     # budget still covers the memory it holds.
                     cancel.set()
                     await asyncio.wait([future])
+                    if not future.cancelled():
+                        future.exception()  # retrieved: it is the expected Cancelled
                     raise
         finally:
             obj.reader.close()
 
     async def _info(self, obj: SourceObject) -> ImageInfo:
+        limits = self._limits
+        if limits.max_bytes and obj.stat.size > limits.max_bytes:
+            raise SourceTooLarge(
+                f"source is {obj.stat.size} bytes, over this decoder's limit of {limits.max_bytes}"
+            )
         key = (obj.stat.key, obj.stat.version)
         with self._infos_lock:
             cached = self._infos.get(key)
         if cached is not None:
             return cached
         info = await self._run(self._describe_blocking, obj.reader)
+        if limits.max_pixels and info.width * info.height > limits.max_pixels:
+            # Headers can lie (or be huge for real): refuse before any decode.
+            raise SourceTooLarge(
+                f"source claims {info.width}x{info.height} pixels, over this decoder's "
+                f"limit of {limits.max_pixels}"
+            )
         with self._infos_lock:
             self._infos[key] = info
         return info

@@ -5,7 +5,11 @@ Nothing here decides anything about images; it only translates.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import grpc
 import structlog
@@ -13,11 +17,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from iiif_decoder.v1 import decoder_pb2 as pb
 from iiif_decoder.v1 import decoder_pb2_grpc
 
+from decoder import metrics
 from decoder.admission import Overloaded
 from decoder.engines.base import DecodeError, RenderError, SourceFormat, UnsupportedSource
 from decoder.pipeline import Cancelled
 from decoder.plan import Box, InvalidPlan, OutputFormat, Plan, Quality
-from decoder.service import Description, ImageService, VersionMismatch
+from decoder.service import Description, ImageService, SourceTooLarge, VersionMismatch
 from decoder.sources.base import InvalidIdentifier, ObjectNotFound, SourceUnavailable
 from decoder.sources.s3 import SourceAccessDenied
 
@@ -53,6 +58,7 @@ _STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (RenderError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnsupportedSource, grpc.StatusCode.FAILED_PRECONDITION),
     (DecodeError, grpc.StatusCode.FAILED_PRECONDITION),
+    (SourceTooLarge, grpc.StatusCode.FAILED_PRECONDITION),
     (VersionMismatch, grpc.StatusCode.ABORTED),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (SourceAccessDenied, grpc.StatusCode.PERMISSION_DENIED),
@@ -178,6 +184,16 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
     async def Render(
         self, request: pb.RenderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RenderChunk]:
+        with _observed("Render") as outcome:
+            async for chunk in self._render(request, context, outcome):
+                yield chunk
+
+    async def _render(
+        self,
+        request: pb.RenderRequest,
+        context: grpc.aio.ServicerContext,
+        outcome: _Outcome,
+    ) -> AsyncIterator[pb.RenderChunk]:
         try:
             rendered = await self._service.render(
                 request.identifier,
@@ -187,6 +203,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 request.expected_version,
             )
         except Exception as exc:
+            outcome.code = status_for(exc)
             await _abort(context, exc, "Render", request.identifier)
             raise
         yield pb.RenderChunk(
@@ -199,6 +216,26 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         data = memoryview(rendered.data)
         for start in range(0, len(data), self._chunk_bytes):
             yield pb.RenderChunk(data=bytes(data[start : start + self._chunk_bytes]))
+
+
+@dataclass(slots=True)
+class _Outcome:
+    code: grpc.StatusCode = grpc.StatusCode.OK
+
+
+@contextmanager
+def _observed(rpc: str) -> Iterator[_Outcome]:
+    """Count and time one call; a call cut short (cancelled) counts as CANCELLED."""
+    outcome = _Outcome()
+    started = time.perf_counter()
+    try:
+        yield outcome
+    except (asyncio.CancelledError, GeneratorExit):
+        outcome.code = grpc.StatusCode.CANCELLED
+        raise
+    finally:
+        metrics.RPCS.labels(rpc, outcome.code.name).inc()
+        metrics.RPC_SECONDS.labels(rpc).observe(time.perf_counter() - started)
 
 
 async def _abort(

@@ -46,9 +46,17 @@ class DecoderSettings(BaseSettings):
     # A hard cap on any one output, whatever the caller asks: upscaling and
     # rotation must not be a way to allocate gigapixels.
     max_output_pixels: int = Field(100_000_000, ge=1)
+    # Largest source served (0 = no limit): headers can claim absurd sizes.
+    max_source_pixels: int = Field(2_000_000_000, ge=0)
+    max_source_bytes: int = Field(0, ge=0)
     describe_cache_entries: int = Field(4096, ge=0)
     vips_concurrency: int = Field(1, ge=1, le=64)
     grace_period_s: float = Field(10.0, ge=0)
+    # Connections older than this are closed gracefully, so gateways using
+    # client-side round-robin rediscover decoders as they scale; 0 = never.
+    max_connection_age_s: float = Field(300.0, ge=0)
+    # Prometheus /metrics on its own port; 0 turns it off.
+    metrics_port: int = Field(9090, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
 

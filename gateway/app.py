@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import falcon
 import falcon.asgi
 
 from gateway import errors
 from gateway.decoder_client import DecoderClient
+from gateway.disconnect import ASGIApp, CancelOnDisconnect
 from gateway.errors import AsgiApp
 from gateway.iiif.types import ApiVersion, Limits
+from gateway.metrics import MetricsResource
 from gateway.middleware import Cors, DecoderLifespan, RequestLog
 from gateway.resources.health import Liveness, Readiness
 from gateway.resources.iiif import IIIFMount
@@ -23,6 +26,7 @@ MOUNTS: dict[ApiVersion, str] = {ApiVersion.V3: "/iiif/3", ApiVersion.V2: "/iiif
 
 class Index:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        req.context.route = "index"
         resp.content_type = falcon.MEDIA_JSON
         resp.text = json.dumps(
             {
@@ -32,6 +36,7 @@ class Index:
                     "2.1": MOUNTS[ApiVersion.V2] + "/",
                 },
                 "health": ["/health/live", "/health/ready"],
+                "metrics": "/metrics",
             }
         )
 
@@ -65,9 +70,11 @@ def create_app(settings: GatewaySettings, client: DecoderClient | None = None) -
     app.add_route("/", Index())
     app.add_route("/health/live", Liveness())
     app.add_route("/health/ready", Readiness(client))
+    if not settings.metrics_port:
+        app.add_route("/metrics", MetricsResource())
     return app
 
 
-def create_app_from_env() -> AsgiApp:
+def create_app_from_env() -> CancelOnDisconnect:
     """Factory for ASGI servers (`uvicorn --factory gateway.app:create_app_from_env`)."""
-    return create_app(GatewaySettings())
+    return CancelOnDisconnect(cast(ASGIApp, create_app(GatewaySettings())))

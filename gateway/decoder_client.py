@@ -6,6 +6,7 @@ HTTP resources never see gRPC.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -191,6 +192,9 @@ class DecoderClient:
             first = await call.read()
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from None
+        except asyncio.CancelledError:
+            call.cancel()  # the client went away: the decoder stops too
+            raise
         if first is grpc.aio.EOF or not first.HasField("header"):
             call.cancel()
             raise UpstreamFailure("decoder sent no header")

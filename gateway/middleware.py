@@ -8,6 +8,7 @@ import uuid
 import falcon.asgi
 import structlog
 
+from gateway import metrics
 from gateway.decoder_client import DecoderClient
 
 log = structlog.get_logger("gateway")
@@ -49,13 +50,16 @@ class RequestLog:
         req_succeeded: bool,
     ) -> None:
         started = getattr(req.context, "started", None)
-        elapsed_ms = (time.perf_counter() - started) * 1000 if started else None
+        elapsed = time.perf_counter() - started if started else 0.0
+        route = getattr(req.context, "route", "other")
+        metrics.observe(route, resp.status_code, elapsed)
         log.info(
             "request",
             method=req.method,
             path=req.path,
+            route=route,
             status=resp.status_code,
-            ms=round(elapsed_ms, 2) if elapsed_ms is not None else None,
+            ms=round(elapsed * 1000, 2),
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,8 +33,18 @@ class GatewaySettings(BaseSettings):
     describe_cache_entries: int = Field(10_000, ge=1)
     describe_cache_ttl_s: float = Field(300.0, ge=0)
     workers: int = Field(1, ge=1)
+    # 0: /metrics on the HTTP port. Otherwise /metrics only on this port, so an
+    # Ingress in front of the HTTP port does not publish it.
+    metrics_port: int = Field(0, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+
+    @model_validator(mode="after")
+    def _height_needs_width(self) -> GatewaySettings:
+        # Image API 3.0 section 5.3: maxHeight is only meaningful with maxWidth.
+        if self.max_height is not None and self.max_width is None:
+            raise ValueError("IIIF_GATEWAY_MAX_HEIGHT needs IIIF_GATEWAY_MAX_WIDTH")
+        return self
 
     @field_validator("max_width", "max_height", "max_area", mode="before")
     @classmethod

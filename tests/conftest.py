@@ -30,6 +30,7 @@ class Stack:
     decoder_target: str
     gateway_url: str
     gateway_port: int
+    decoder_metrics_url: str
     logs: Path
 
 
@@ -65,6 +66,8 @@ def start_decoder(
         "IIIF_DECODER_PORT": str(port),
         "IIIF_DECODER_IMAGE_ROOT": str(root),
         "IIIF_DECODER_GRACE_PERIOD_S": "5",
+        # Off unless asked for: several decoders run at once in the tests.
+        "IIIF_DECODER_METRICS_PORT": "0",
         **(extra_env or {}),
     }
     proc = processes.start("decoder", env, logs / f"{name}.log")
@@ -97,11 +100,21 @@ def start_gateway(
 @pytest.fixture(scope="session")
 def stack(image_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("logs")
-    decoder, target = start_decoder(image_root, logs, "decoder")
+    metrics_port = processes.free_port()
+    decoder, target = start_decoder(
+        image_root, logs, "decoder", {"IIIF_DECODER_METRICS_PORT": str(metrics_port)}
+    )
     try:
         gateway, port = start_gateway(target, logs, "gateway")
         try:
-            yield Stack(image_root, target, f"http://127.0.0.1:{port}", port, logs)
+            yield Stack(
+                image_root,
+                target,
+                f"http://127.0.0.1:{port}",
+                port,
+                f"http://127.0.0.1:{metrics_port}/metrics",
+                logs,
+            )
         finally:
             processes.stop(gateway)
     finally:

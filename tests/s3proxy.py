@@ -63,7 +63,8 @@ class Fault(enum.Enum):
 
 
 class Record(NamedTuple):
-    """One proxied request: method, path (bucket/key), Range header or '',
+    """One proxied request: method (GET, HEAD, ... and LIST for a GET of a
+    bucket, path-style), path (bucket/key), Range header or '',
     status sent, response body bytes sent, fault applied or None."""
 
     method: str
@@ -190,6 +191,8 @@ class S3Proxy:
         body = await reader.readexactly(length) if length else b""
         path = urllib.parse.urlsplit(target).path.lstrip("/")
         rng = next((v.strip() for k, v in headers if k.strip().lower() == "range"), "")
+        if method == "GET" and "/" not in path:
+            method = "LIST"  # a GET of the bucket itself lists keys
         fault = self._take_fault(method)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
@@ -204,15 +207,19 @@ class S3Proxy:
                 f"<Message>{reason} (injected)</Message></Error>"
             ).encode()
             payload = b"" if method == "HEAD" else xml
+            # Recorded before the client can see the answer: counts are exact
+            # as soon as the client has its response.
+            self._record(Record(method, path, rng, status, len(payload), fault))
             writer.write(
                 f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
                 f"Content-Length: {len(payload)}\r\n\r\n".encode()
                 + payload
             )
             await writer.drain()
-            self._record(Record(method, path, rng, status, len(payload), fault))
             return True
-        status, resp_headers, resp_body = await self._upstream(method, target, headers, body)
+        status, resp_headers, resp_body = await self._upstream(
+            "GET" if method == "LIST" else method, target, headers, body
+        )
         out_headers = [
             (k, v)
             for k, v in resp_headers
@@ -226,18 +233,19 @@ class S3Proxy:
                 (v for k, v in resp_headers if k.lower() == "content-length"), "0"
             )
             head_out += f"Content-Length:{upstream_length}\r\n\r\n"
+            self._record(Record(method, path, rng, status, 0, fault))
             writer.write(head_out.encode("latin-1"))
             await writer.drain()
-            self._record(Record(method, path, rng, status, 0, fault))
             return True
         head_out += f"Content-Length: {declared}\r\n\r\n"
         writer.write(head_out.encode("latin-1"))
         if fault is Fault.DROP_CONNECTION:
             sent = resp_body[: declared // 2]
+            self._record(Record(method, path, rng, status, len(sent), fault))
             writer.write(sent)
             await writer.drain()
-            self._record(Record(method, path, rng, status, len(sent), fault))
             return False
+        self._record(Record(method, path, rng, status, declared, fault))
         if fault is Fault.SLOW_BODY:
             for i in range(0, declared, 4096):
                 writer.write(resp_body[i : i + 4096])
@@ -246,7 +254,6 @@ class S3Proxy:
         else:
             writer.write(resp_body)
         await writer.drain()
-        self._record(Record(method, path, rng, status, declared, fault))
         return True
 
     async def _upstream(

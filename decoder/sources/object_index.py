@@ -109,6 +109,16 @@ class ObjectIndex:
         return None
 
 
+def accepts_short_reads(head: bytes) -> bool:
+    """Whether the codec of a file starting with `head` (>= 12 bytes) copes
+    with reads that return fewer bytes than asked before the end.
+
+    JPEG 2000 only: OpenJPEG loops until its buffer is full. libtiff takes a
+    short read as a read error ("got 4096 bytes, expected 11337").
+    """
+    return head.startswith(_JP2_SIGNATURE) or head[:2] == b"\xff\x4f"
+
+
 async def build_index(read: ReadFn, size: int) -> ObjectIndex | None:
     """Index the object of `size` bytes that `read` reads, or None if it is
     not a JPEG 2000 or TIFF file, is malformed, or exceeds the index bounds.
@@ -299,6 +309,7 @@ _TYPE_SIZES: Final = {
 _OFFSET_TAGS: Final = (273, 324)  # StripOffsets, TileOffsets
 _COUNT_TAGS: Final = (279, 325)  # StripByteCounts, TileByteCounts
 _SUBIFDS: Final = 330
+_FIRST_DATA_PEEK: Final = 4096
 _INT_FORMATS: Final = {3: "H", 4: "I", 13: "I", 16: "Q", 18: "Q"}
 
 
@@ -351,10 +362,15 @@ async def _index_tiff(read: ReadFn, size: int, head: bytes) -> ObjectIndex:
                 arrays[tag] = list(struct.unpack(fmt, value[: struct.calcsize(fmt)]))
         for offsets_tag, counts_tag in zip(_OFFSET_TAGS, _COUNT_TAGS, strict=True):
             offsets, counts = arrays.get(offsets_tag, []), arrays.get(counts_tag, [])
-            segments.extend(
-                (o, min(o + c, size)) for o, c in zip(offsets, counts, strict=False) if c
-            )
+            pieces = [(o, min(o + c, size)) for o, c in zip(offsets, counts, strict=False) if c]
+            segments.extend(pieces)
             tiled = tiled or len(offsets) > 1
+            if pieces:
+                # libtiff peeks at the start of each directory's first tile or
+                # strip when it reads the directory (JPEG subsampling fix-up):
+                # keep those bytes so opening a page costs no GET.
+                start, end = pieces[0]
+                known.append((start, await read(start, min(end - start, _FIRST_DATA_PEEK))))
         queue.extend(arrays.get(_SUBIFDS, []))
         (next_off,) = struct.unpack(bo + next_fmt, table[-next_size:])
         queue.append(next_off)

@@ -46,7 +46,7 @@ from typing import Any, Protocol, TypeVar
 from decoder.budget import ByteBudget
 from decoder.sources.base import SourceUnavailable
 from decoder.sources.blockcache import BlockCache, RangeKey
-from decoder.sources.object_index import ObjectIndex
+from decoder.sources.object_index import ObjectIndex, accepts_short_reads
 
 T = TypeVar("T")
 
@@ -164,6 +164,7 @@ class BlockReader:
         self._index = index
         self._held: dict[tuple[int, int], asyncio.Task[bytes]] = {}
         self._limit = asyncio.Semaphore(policy.max_concurrent)
+        self._short_ok: bool | None = None  # decided from the first bytes
         self._last_end = -1
         self._sequential = 0
         self._closed = False
@@ -208,9 +209,10 @@ class BlockReader:
 
     def read_some(self, offset: int, length: int) -> bytes:
         """Between 1 and `length` bytes at `offset` (empty only at the end):
-        whatever is available without waiting once the first byte is there.
-        For codecs that accept short reads, as ``read(2)`` does. Raises as
-        :meth:`read_at`."""
+        whatever is available without waiting once the first byte is there,
+        as ``read(2)`` does. Only JPEG 2000 files get short reads (their
+        codec loops; libtiff does not): for others this is :meth:`read_at`.
+        Raises as :meth:`read_at`."""
         return self._call(lambda: self._read(offset, length, short=True))
 
     def close(self) -> None:
@@ -274,6 +276,10 @@ class BlockReader:
             raise ValueError("offset and length must be >= 0")
         if self._closed:
             raise ValueError("reader is closed")
+        if short and self._short_ok is None:
+            # Only some codecs take short reads; the file's signature says.
+            self._short_ok = accepts_short_reads(await self._read(0, 16, short=False))
+        short = short and bool(self._short_ok)
         end = min(offset + length, self._obj.size)
         if offset >= end:
             return b""

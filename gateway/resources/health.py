@@ -12,6 +12,7 @@ from gateway.decoder_client import DecoderClient
 
 class Liveness:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        req.context.route = "live"
         resp.content_type = falcon.MEDIA_TEXT
         resp.text = "ok\n"
 
@@ -27,6 +28,7 @@ class Readiness:
         self._ready = False
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        req.context.route = "ready"
         now = time.monotonic()
         if now - self._checked_at > self._ttl_s:
             self._ready = await self._client.healthy()

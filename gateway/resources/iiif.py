@@ -40,6 +40,7 @@ class IIIFMount:
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response | None, **kwargs: Any
     ) -> None:
         assert resp is not None  # Falcon passes None only to sinks on WebSocket routes
+        req.context.route = "preflight"
         if req.method == "OPTIONS":
             # CORS preflight (the CORS middleware adds the Access-Control headers).
             resp.status = falcon.HTTP_204
@@ -53,7 +54,9 @@ class IIIFMount:
             return
         if req.method not in ("GET", "HEAD"):
             raise falcon.HTTPMethodNotAllowed(ALLOWED_METHODS.split(", "))
+        req.context.route = "invalid"
         parsed = parse_path(self.version, self._raw_tail(req))
+        req.context.route = f"{type(parsed).__name__.removesuffix('Request').lower()}"
         if isinstance(parsed, BaseRequest):
             # 3.0 section 2.2: the base URI redirects (303) to info.json.
             sid = service_id(req, self._public_base, self.mount, parsed.identifier)

@@ -112,3 +112,25 @@ async def test_many_concurrent_renders_never_exceed_the_budget() -> None:
     await asyncio.gather(*(one(c) for c in costs))
     assert admission.peak <= 100 * MiB
     assert admission.in_use == 0
+
+
+async def test_large_renders_cannot_fill_the_small_lanes_queue() -> None:
+    admission = make(slots=1, max_queued=2, timeout_s=1)
+    release = asyncio.Event()
+
+    async def hold(cost: int) -> None:
+        async with admission.slot(cost):
+            await release.wait()
+
+    holder = asyncio.create_task(hold(1 * MiB))
+    await asyncio.sleep(0)
+    large = [asyncio.create_task(hold(20 * MiB)) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match="queue is full"):
+        async with admission.slot(20 * MiB):
+            pass
+    tile = asyncio.create_task(hold(1 * MiB))  # still finds a place in its own lane
+    await asyncio.sleep(0)
+    assert admission.waiting == 3
+    release.set()
+    await asyncio.gather(holder, tile, *large)

@@ -10,9 +10,7 @@ MiB = 1 << 20
 
 
 def info(fmt: SourceFormat, tile: int) -> ImageInfo:
-    levels = tuple(
-        Level(-(-8000 // 2**n), -(-6000 // 2**n), 2**n, tile, tile) for n in range(6)
-    )
+    levels = tuple(Level(-(-8000 // 2**n), -(-6000 // 2**n), 2**n, tile, tile) for n in range(6))
     return ImageInfo(8000, 6000, levels, 3, 8, fmt, False)
 
 

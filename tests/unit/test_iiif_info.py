@@ -34,9 +34,12 @@ def test_constants() -> None:
     assert PROFILE_URI[V3] == "http://iiif.io/api/image/3/level2.json"
     assert PROFILE_URI[V2] == "http://iiif.io/api/image/2/level2.json"
     assert PROTOCOL == "http://iiif.io/api/image"
-    assert FEATURES[V3] == FEATURES_V3 and FEATURES[V2] == FEATURES_V2
-    assert "sizeUpscaling" in FEATURES_V3 and "sizeUpscaling" not in FEATURES_V2
-    assert "sizeAboveFull" in FEATURES_V2 and "sizeAboveFull" not in FEATURES_V3
+    assert FEATURES[V3] == FEATURES_V3
+    assert FEATURES[V2] == FEATURES_V2
+    assert "sizeUpscaling" in FEATURES_V3
+    assert "sizeUpscaling" not in FEATURES_V2
+    assert "sizeAboveFull" in FEATURES_V2
+    assert "sizeAboveFull" not in FEATURES_V3
     assert set(FORMATS) == SUPPORTED_FORMATS
 
 
@@ -81,7 +84,7 @@ def test_v3_document() -> None:
             "sizeUpscaling",
         ],
     }
-    assert list(info)[0] == "@context"  # "SHOULD appear as the very first key-value pair"
+    assert next(iter(info)) == "@context"  # "SHOULD appear as the very first key-value pair"
     json.dumps(info)
 
 
@@ -137,7 +140,8 @@ def test_minimal_documents_omit_empty_lists() -> None:
     }
     info2 = build_info(V2, SERVICE_ID, IMAGE, [], [], Limits(), [], [], [])
     assert info2["profile"] == [PROFILE_URI[V2]]
-    assert "sizes" not in info2 and "tiles" not in info2
+    assert "sizes" not in info2
+    assert "tiles" not in info2
 
 
 def test_sizes_and_tiles_respect_inferred_max_height() -> None:

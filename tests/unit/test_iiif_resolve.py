@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,9 +24,11 @@ from gateway.iiif.types import (
     Region,
     RenderPlan,
     Size,
+    SizeMode,
     SquareRegion,
 )
 
+T = TypeVar("T")
 V2 = ApiVersion.V2
 V3 = ApiVersion.V3
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -102,9 +107,7 @@ def test_region_clipped_at_edge() -> None:
 
 def test_adjacent_percent_regions_tile_without_gaps() -> None:
     image = ImageDims(1001, 7)
-    boxes = [
-        resolve_region(PercentRegion(100 * i / 3, 0, 100 / 3, 100), image) for i in range(3)
-    ]
+    boxes = [resolve_region(PercentRegion(100 * i / 3, 0, 100 / 3, 100), image) for i in range(3)]
     assert boxes[0].x == 0
     assert boxes[0].x + boxes[0].w == boxes[1].x
     assert boxes[1].x + boxes[1].w == boxes[2].x
@@ -293,15 +296,21 @@ def _limits(draw: st.DrawFn) -> Limits:
     return Limits(width, height, draw(_area))
 
 
+_MODES: st.SearchStrategy[SizeMode] = st.sampled_from(["max", "w", "h", "wh", "confined", "pct"])
+_PERCENTS = st.floats(0.01, 100)
+_VERSIONS = st.sampled_from([V2, V3])
+_ROTATIONS = st.floats(0, 360, exclude_max=True)
+
+
 @st.composite
 def _sizes(draw: st.DrawFn, version: ApiVersion) -> Size:
     upscale = version == V3 and draw(st.booleans())
-    mode = draw(st.sampled_from(["max", "w", "h", "wh", "confined", "pct"]))
+    mode: SizeMode = draw(_MODES)
     if mode == "max":
         return Size("max", upscale=upscale, full=version == V2 and draw(st.booleans()))
     if mode == "pct":
         top = 100.0 if version == V3 and not upscale else 400.0
-        return Size("pct", percent=draw(st.floats(0.01, top)), upscale=upscale)
+        return Size("pct", percent=draw(_PERCENTS) * top / 100, upscale=upscale)
     width = draw(_side) if mode != "h" else None
     height = draw(_side) if mode != "w" else None
     return Size(mode, width, height, upscale=upscale)
@@ -309,18 +318,25 @@ def _sizes(draw: st.DrawFn, version: ApiVersion) -> Size:
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[ImageRequest, ImageDims, Limits]:
-    version = draw(st.sampled_from([V2, V3]))
+    version = draw(_VERSIONS)
     req = ImageRequest(
         identifier="id",
         region=draw(_regions),
         size=draw(_sizes(version)),
-        rotation=draw(st.floats(0, 360, exclude_max=True)),
+        rotation=draw(_ROTATIONS),
         mirror=draw(st.booleans()),
         quality="default",
         format="jpg",
         version=version,
     )
     return req, draw(_dims), draw(_limits())
+
+
+def _outcome(compute: Callable[[], T]) -> T | IIIFError:
+    try:
+        return compute()
+    except IIIFError as err:
+        return err
 
 
 def _within_limits(width: int, height: int, limits: Limits) -> bool:
@@ -337,25 +353,30 @@ def _within_limits(width: int, height: int, limits: Limits) -> bool:
 def test_resolve_invariants(case: tuple[ImageRequest, ImageDims, Limits]) -> None:
     req, image, limits = case
     size = req.size
-    try:
-        plan = resolve(req, image, limits)
-    except IIIFError as err:
-        assert err.status in (400, 404)
-        assert err.parameter in ("region", "size")
+    plan = _outcome(lambda: resolve(req, image, limits))
+    if isinstance(plan, IIIFError):
+        assert plan.status in (400, 404)
+        assert plan.parameter in ("region", "size")
         # max, ^max and confined sizes shrink into the limits rather than fail; only regions
         # outside the image, or a !w,h needing ^ in 3.0, make them fail.
         if size.mode in ("max", "confined") and not size.full:
-            assert err.parameter == "region" or (size.mode == "confined" and not size.upscale)
+            assert plan.parameter == "region" or (size.mode == "confined" and not size.upscale)
         return
     crop = plan.crop
-    assert 0 <= crop.x and 0 <= crop.y and crop.w >= 1 and crop.h >= 1
-    assert crop.x + crop.w <= image.width and crop.y + crop.h <= image.height
-    assert plan.width >= 1 and plan.height >= 1
+    assert crop.x >= 0
+    assert crop.y >= 0
+    assert crop.w >= 1
+    assert crop.h >= 1
+    assert crop.x + crop.w <= image.width
+    assert crop.y + crop.h <= image.height
+    assert plan.width >= 1
+    assert plan.height >= 1
     assert _within_limits(plan.width, plan.height, limits)
     assert 0 <= plan.rotation < 360
     assert (plan.mirror, plan.quality, plan.format) == (req.mirror, req.quality, req.format)
     if req.version == V3 and not size.upscale:
-        assert plan.width <= crop.w and plan.height <= crop.h
+        assert plan.width <= crop.w
+        assert plan.height <= crop.h
     if size.mode == "wh":
         # w,h may distort; it is exactly what was asked for.
         assert (plan.width, plan.height) == (size.width, size.height)
@@ -364,22 +385,26 @@ def test_resolve_invariants(case: tuple[ImageRequest, ImageDims, Limits]) -> Non
     if size.mode == "h":
         assert plan.height == size.height
     if size.mode == "confined":
-        assert size.width is not None and size.height is not None
-        assert plan.width <= size.width and plan.height <= size.height
+        assert size.width is not None
+        assert size.height is not None
+        assert plan.width <= size.width
+        assert plan.height <= size.height
     if size.mode == "max" and not size.upscale:
-        assert plan.width <= crop.w and plan.height <= crop.h
+        assert plan.width <= crop.w
+        assert plan.height <= crop.h
 
 
 @FAST
 @given(_dims, _regions)
 def test_region_always_inside_or_400(image: ImageDims, region: Region) -> None:
-    try:
-        box = resolve_region(region, image)
-    except IIIFError as err:
-        assert (err.status, err.parameter) == (400, "region")
+    box = _outcome(lambda: resolve_region(region, image))
+    if isinstance(box, IIIFError):
+        assert (box.status, box.parameter) == (400, "region")
         return
-    assert 0 <= box.x < image.width and 0 <= box.y < image.height
-    assert 1 <= box.w <= image.width - box.x and 1 <= box.h <= image.height - box.y
+    assert 0 <= box.x < image.width
+    assert 0 <= box.y < image.height
+    assert 1 <= box.w <= image.width - box.x
+    assert 1 <= box.h <= image.height - box.y
 
 
 @FAST
@@ -390,7 +415,8 @@ def test_confined_keeps_aspect(
     width, height = resolve_size(
         Size("confined", box_w, box_h, upscale=True), region_w, region_h, limits, V3
     )
-    assert 1 <= width <= box_w and 1 <= height <= box_h
+    assert 1 <= width <= box_w
+    assert 1 <= height <= box_h
     assert _within_limits(width, height, limits)
     # Aspect kept to within the rounding of one side (plus the 1-pixel floor).
     if width > 1 and height > 1:
