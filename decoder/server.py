@@ -120,6 +120,7 @@ async def serve(settings: DecoderSettings) -> None:
     # Remote sources bridge decoder threads to this loop: decodes must stay
     # on the executor, never on the loop thread (see decoder/sources/readahead.py).
     source = build_source(settings)
+    metrics.watch_source(source)
     options: list[tuple[str, int]] = [
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
         ("grpc.max_receive_message_length", 1024 * 1024),

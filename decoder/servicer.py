@@ -184,7 +184,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
     async def Render(
         self, request: pb.RenderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RenderChunk]:
-        with _observed("Render") as outcome:
+        with _observed("Render", context, request.identifier) as outcome:
             async for chunk in self._render(request, context, outcome):
                 yield chunk
 
@@ -224,8 +224,12 @@ class _Outcome:
 
 
 @contextmanager
-def _observed(rpc: str) -> Iterator[_Outcome]:
-    """Count and time one call; a call cut short (cancelled) counts as CANCELLED."""
+def _observed(rpc: str, context: grpc.aio.ServicerContext, identifier: str) -> Iterator[_Outcome]:
+    """Count, time and log one call (one line per call, with the caller's
+    request id); a call cut short (cancelled) counts as CANCELLED."""
+    request_id = dict(context.invocation_metadata() or ()).get("x-request-id", "")
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=str(request_id)[:128], rpc=rpc)
     outcome = _Outcome()
     started = time.perf_counter()
     try:
@@ -234,8 +238,10 @@ def _observed(rpc: str) -> Iterator[_Outcome]:
         outcome.code = grpc.StatusCode.CANCELLED
         raise
     finally:
+        elapsed = time.perf_counter() - started
         metrics.RPCS.labels(rpc, outcome.code.name).inc()
-        metrics.RPC_SECONDS.labels(rpc).observe(time.perf_counter() - started)
+        metrics.RPC_SECONDS.labels(rpc).observe(elapsed)
+        log.info("rpc", identifier=identifier, code=outcome.code.name, ms=round(elapsed * 1000, 2))
 
 
 async def _abort(

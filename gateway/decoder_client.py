@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import grpc
 import grpc.aio
+import structlog
 from cachetools import TTLCache
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from iiif_decoder.v1 import decoder_pb2 as pb
@@ -143,7 +144,9 @@ class DecoderClient:
             return cached
         try:
             resp = await self._stub.Describe(
-                pb.DescribeRequest(identifier=identifier), timeout=self._timeout_s
+                pb.DescribeRequest(identifier=identifier),
+                timeout=self._timeout_s,
+                metadata=_metadata(),
             )
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from None
@@ -187,7 +190,7 @@ class DecoderClient:
             expected_version=expected_version,
         )
         deadline = time.monotonic() + self._timeout_s
-        call = self._stub.Render(request, timeout=self._timeout_s)
+        call = self._stub.Render(request, timeout=self._timeout_s, metadata=_metadata())
         try:
             first = await call.read()
         except grpc.aio.AioRpcError as exc:
@@ -252,6 +255,12 @@ class DecoderClient:
 
 class StaleDescription(Overloaded):
     """The image changed between Describe and Render; describe it again."""
+
+
+def _metadata() -> tuple[tuple[str, str], ...]:
+    """The request id bound for this HTTP request, so decoder logs line up with ours."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    return (("x-request-id", str(request_id)),) if request_id else ()
 
 
 def code_name(code: grpc.StatusCode) -> str:

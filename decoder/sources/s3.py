@@ -201,6 +201,7 @@ class S3Source(Source):
         # Process-wide request counters, for logs and tests.
         self.requests: dict[str, int] = {"HEAD": 0, "GET": 0, "LIST": 0}
         self.bytes_fetched = 0
+        self.retries = 0
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -454,6 +455,7 @@ class S3Source(Source):
         last: str = ""
         for attempt in range(max(1, cfg.max_attempts)):
             if attempt:
+                self.retries += 1
                 delay = min(cfg.backoff_max_s, cfg.backoff_base_s * (2**attempt))
                 await asyncio.sleep(random.uniform(0, delay))
             try:

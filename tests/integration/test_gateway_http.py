@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import httpx
@@ -212,3 +214,23 @@ def test_caret_max_upscales_to_max_area(stack: Stack, tmp_path: Path) -> None:
             assert client.get("/iiif/3/sample-png/0,0,100,100/max/0/default.png").status_code == 200
     finally:
         processes.stop(proc)
+
+
+def test_request_id_travels_to_the_decoder_logs(http: httpx.Client, stack: Stack) -> None:
+    request_id = "trace-me-4711"
+    resp = http.get(
+        "/iiif/3/sample-photo/10,10,50,50/50,/0/default.jpg", headers={"X-Request-ID": request_id}
+    )
+    assert resp.headers["x-request-id"] == request_id
+    deadline = time.monotonic() + 10
+    lines: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not lines:
+        text = (stack.logs / "decoder.log").read_text()
+        lines = [
+            json.loads(line)
+            for line in text.splitlines()
+            if line.startswith("{") and request_id in line
+        ]
+        time.sleep(0.05)
+    assert {line["rpc"] for line in lines} >= {"Render"}, "one JSON line per call, same id"
+    assert all(line["code"] == "OK" for line in lines)

@@ -31,6 +31,7 @@ from tests.integration.test_gateway_http import (
     test_info_json_v2,
     test_info_json_v3,
 )
+from tests.reliability_tools import metric
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -128,3 +129,16 @@ def test_tiles_of_one_image_come_from_s3(http: httpx.Client) -> None:
         resp = http.get(f"/iiif/3/sample-tiled/{x},0,256,256/256,/0/default.jpg")
         assert resp.status_code == 200
         assert resp.headers["content-type"] == "image/jpeg"
+
+
+def test_s3_counters_are_exported(http: httpx.Client, stack: Stack) -> None:
+    for _ in range(2):
+        assert (
+            http.get("/iiif/3/sample-pyramid/256,256,256,256/128,/0/default.jpg").status_code == 200
+        )
+    url = stack.decoder_metrics_url
+    assert metric(url, "iiif_decoder_s3_gets_total") >= 1
+    assert metric(url, "iiif_decoder_s3_bytes_total") > 0
+    assert metric(url, "iiif_decoder_s3_requests_total", {"method": "HEAD"}) >= 1
+    assert metric(url, "iiif_decoder_block_cache_hits_total") >= 1
+    assert metric(url, "iiif_decoder_decode_seconds_count", {"format": "tiff"}) >= 1
