@@ -19,7 +19,7 @@ from iiif_decoder.v1 import decoder_pb2, decoder_pb2_grpc
 
 from decoder import metrics
 from decoder.admission import Admission
-from decoder.engines.registry import default_registry
+from decoder.engines.registry import registry_for
 from decoder.engines.vips import init_vips
 from decoder.service import ImageService, SourceLimits
 from decoder.servicer import DecoderServicer
@@ -90,7 +90,7 @@ def build_service(
     is given, default engines)."""
     service = ImageService(
         source=source if source is not None else build_source(settings),
-        engines=default_registry(),
+        engines=registry_for(settings.jp2_engine, jp2_threads=settings.jp2_threads),
         executor=executor,
         admission=Admission(
             slots=settings.decode_threads,
@@ -116,6 +116,11 @@ def build_service(
 async def serve(settings: DecoderSettings) -> None:
     """Run the decoder until SIGTERM or SIGINT, then drain and stop."""
     init_vips(concurrency=settings.vips_concurrency)
+    provider = None
+    if settings.tracing:
+        from decoder.tracing import enable_tracing
+
+        provider = enable_tracing("iiif-decoder", settings.tracing_exporter)
     executor = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
     # Remote sources bridge decoder threads to this loop: decodes must stay
     # on the executor, never on the loop thread (see decoder/sources/readahead.py).
@@ -166,4 +171,6 @@ async def serve(settings: DecoderSettings) -> None:
     await server.stop(settings.grace_period_s)
     executor.shutdown(wait=False, cancel_futures=True)
     await close_source(source)
+    if provider is not None:
+        provider.shutdown()  # flush the last spans
     log.info("decoder stopped")

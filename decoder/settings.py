@@ -51,12 +51,19 @@ class DecoderSettings(BaseSettings):
     max_source_bytes: int = Field(0, ge=0)
     describe_cache_entries: int = Field(4096, ge=0)
     vips_concurrency: int = Field(1, ge=1, le=64)
+    # JPEG2000 decoder: libopenjp2 directly, region by region (decoder/engines/
+    # openjpeg.py), or libvips' loader, which decodes whole codestream tiles.
+    jp2_engine: Literal["openjpeg", "vips"] = "openjpeg"
+    jp2_threads: int = Field(1, ge=1, le=64)
     grace_period_s: float = Field(10.0, ge=0)
     # Connections older than this are closed gracefully, so gateways using
     # client-side round-robin rediscover decoders as they scale; 0 = never.
     max_connection_age_s: float = Field(300.0, ge=0)
     # Prometheus /metrics on its own port; 0 turns it off.
     metrics_port: int = Field(9090, ge=0, le=65535)
+    # OpenTelemetry traces (exporter endpoint from the OTEL_EXPORTER_OTLP_* variables).
+    tracing: bool = False
+    tracing_exporter: Literal["otlp", "console"] = "otlp"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
 

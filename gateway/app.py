@@ -75,6 +75,13 @@ def create_app(settings: GatewaySettings, client: DecoderClient | None = None) -
     return app
 
 
-def create_app_from_env() -> CancelOnDisconnect:
+def create_app_from_env() -> ASGIApp:
     """Factory for ASGI servers (`uvicorn --factory gateway.app:create_app_from_env`)."""
-    return CancelOnDisconnect(cast(ASGIApp, create_app(GatewaySettings())))
+    settings = GatewaySettings()
+    if settings.tracing:
+        # Imported only when asked for: tracing is optional at run time.
+        from gateway.tracing import enable_tracing, traced
+
+        enable_tracing("iiif-gateway", settings.tracing_exporter)
+        return traced(CancelOnDisconnect(cast(ASGIApp, create_app(settings))))
+    return CancelOnDisconnect(cast(ASGIApp, create_app(settings)))

@@ -36,6 +36,9 @@ class GatewaySettings(BaseSettings):
     # 0: /metrics on the HTTP port. Otherwise /metrics only on this port, so an
     # Ingress in front of the HTTP port does not publish it.
     metrics_port: int = Field(0, ge=0, le=65535)
+    # OpenTelemetry traces (exporter endpoint from the OTEL_EXPORTER_OTLP_* variables).
+    tracing: bool = False
+    tracing_exporter: Literal["otlp", "console"] = "otlp"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
 

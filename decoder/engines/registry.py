@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 from decoder.engines.base import Engine, SourceFormat, UnsupportedSource
 
@@ -50,3 +51,25 @@ def default_registry() -> EngineRegistry:
     from decoder.engines.vips import VipsEngine  # keeps pyvips out of plain imports
 
     return EngineRegistry().with_engine(VipsEngine())
+
+
+JP2_ENGINES: Final = ("openjpeg", "vips")
+
+
+def registry_for(jp2_engine: str = "openjpeg", *, jp2_threads: int = 1) -> EngineRegistry:
+    """The libvips engine for every format, with JPEG 2000 decoded by
+    `jp2_engine`: "openjpeg" (libopenjp2 directly, region by region; see
+    decoder/engines/openjpeg.py) or "vips" (libvips' jp2kload).
+
+    `jp2_threads` is OpenJPEG's worker threads per decode (ignored by
+    "vips"). Raises ValueError for an unknown engine name and OSError if the
+    engine's library cannot be loaded.
+    """
+    registry = default_registry()
+    if jp2_engine == "vips":
+        return registry
+    if jp2_engine == "openjpeg":
+        from decoder.engines.openjpeg import OpenJpegEngine, OpenJpegOptions
+
+        return registry.with_engine(OpenJpegEngine(OpenJpegOptions(threads=jp2_threads)))
+    raise ValueError(f"unknown JPEG 2000 engine {jp2_engine!r}; expected one of {JP2_ENGINES}")

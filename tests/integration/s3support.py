@@ -196,3 +196,23 @@ def _admission(slots: int) -> Admission:
     if "budget_bytes" in params:
         extra = {"budget_bytes": 1 << 40, "small_bytes": 1 << 30, "reserved_small_bytes": 0}
     return Admission(slots=slots, max_queued=64, timeout_s=30.0, **extra)
+
+
+def decoder_s3_env(endpoint: str, bucket: str) -> dict[str, str]:
+    """Environment for a decoder process reading `bucket` at `endpoint`."""
+    return {
+        **AWS_ENV,
+        "IIIF_DECODER_SOURCE": "s3",
+        "IIIF_DECODER_S3_BUCKET": bucket,
+        "IIIF_DECODER_S3_ENDPOINT_URL": endpoint,
+        "IIIF_DECODER_S3_REGION": REGION,
+        "IIIF_DECODER_S3_ADDRESSING_STYLE": "path",
+    }
+
+
+def upload_tree(endpoint: str, root: Path, bucket: str) -> None:
+    client = s3_client(endpoint)
+    client.create_bucket(Bucket=bucket)
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), bucket, path.relative_to(root).as_posix())

@@ -19,7 +19,7 @@ from tests import processes
 from tests.conformance.test_iiif_validator import test_validator
 from tests.conftest import Stack, start_decoder, start_gateway
 from tests.integration import s3support
-from tests.integration.s3support import AWS_ENV, REGION, s3_client
+from tests.integration.s3support import decoder_s3_env, upload_tree
 from tests.integration.test_gateway_http import (
     test_2x_allows_upscaling_without_caret,
     test_base_uri_redirects_to_info,
@@ -50,26 +50,6 @@ __all__ = [
     "test_info_json_v3",
     "test_validator",
 ]
-
-
-def decoder_s3_env(endpoint: str, bucket: str) -> dict[str, str]:
-    """Environment for a decoder process reading `bucket` at `endpoint`."""
-    return {
-        **AWS_ENV,
-        "IIIF_DECODER_SOURCE": "s3",
-        "IIIF_DECODER_S3_BUCKET": bucket,
-        "IIIF_DECODER_S3_ENDPOINT_URL": endpoint,
-        "IIIF_DECODER_S3_REGION": REGION,
-        "IIIF_DECODER_S3_ADDRESSING_STYLE": "path",
-    }
-
-
-def upload_tree(endpoint: str, root: Path, bucket: str) -> None:
-    client = s3_client(endpoint)
-    client.create_bucket(Bucket=bucket)
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            client.upload_file(str(path), bucket, path.relative_to(root).as_posix())
 
 
 @pytest.fixture(scope="module")

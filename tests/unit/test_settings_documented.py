@@ -15,8 +15,8 @@ README = (Path(__file__).resolve().parent.parent.parent / "README.md").read_text
 DOCUMENTED = set(re.findall(r"`(IIIF_[A-Z0-9_]+)`", README))
 # Rows that document two variables at once: `IIIF_X_LOG_LEVEL` / `_LOG_FORMAT`.
 DOCUMENTED |= {
-    m.group(1).rsplit("_LOG_LEVEL", 1)[0] + m.group(2)
-    for m in re.finditer(r"`(IIIF_[A-Z_]+_LOG_LEVEL)` / `(_[A-Z_]+)`", README)
+    "_".join(m.group(1).split("_")[:2]) + m.group(2)
+    for m in re.finditer(r"`(IIIF_[A-Z_]+)` / `(_[A-Z_]+)`", README)
 }
 
 
