@@ -47,6 +47,13 @@ _QUALITIES: dict[str, pb.Quality.ValueType] = {
     "bitonal": pb.QUALITY_BITONAL,
 }
 
+_SOURCE_FORMATS: dict[int, str] = {
+    pb.SOURCE_FORMAT_JPEG2000: "jpeg2000",
+    pb.SOURCE_FORMAT_TIFF: "tiff",
+    pb.SOURCE_FORMAT_JPEG: "jpeg",
+    pb.SOURCE_FORMAT_PNG: "png",
+}
+
 # Retry only what is safe and cheap to retry: a decoder that went away
 # (UNAVAILABLE) before answering. gRPC never retries past the call's deadline.
 _SERVICE_CONFIG = json.dumps(
@@ -89,6 +96,7 @@ class ImageDescription:
     tile_height: int
     version: str
     last_modified: datetime
+    source_format: str = "unknown"
 
 
 @dataclass(slots=True)
@@ -161,6 +169,7 @@ class DecoderClient:
             tile_height=resp.tile_height,
             version=resp.version,
             last_modified=resp.last_modified.ToDatetime(tzinfo=UTC),
+            source_format=_SOURCE_FORMATS.get(resp.format, "unknown"),
         )
         if self._cache_enabled:
             self._describes[identifier] = desc

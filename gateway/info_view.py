@@ -9,6 +9,24 @@ from gateway.iiif.types import Limits
 # Untiled sources are still served in tiles; 512 keeps requests few without
 # making each decode large.
 DEFAULT_TILE = 512
+# JPEG2000 is decoded region by region (code-blocks, not whole tiles), so
+# large codestream tiles are served in pieces of at most this size.
+MAX_JP2_TILE = 512
+
+
+def _cheapest_tile(desc: ImageDescription) -> tuple[int, int]:
+    """The tile size that costs least to serve from this source.
+
+    A TIFF tile is decoded whole, so its own size is cheapest; JPEG2000
+    decodes only the requested region, so tiles above MAX_JP2_TILE are split;
+    untiled sources get DEFAULT_TILE.
+    """
+    width, height = desc.tile_width, desc.tile_height or desc.tile_width
+    if not width:
+        return DEFAULT_TILE, DEFAULT_TILE
+    if desc.source_format == "jpeg2000" and max(width, height) > MAX_JP2_TILE:
+        return MAX_JP2_TILE, MAX_JP2_TILE
+    return width, height
 
 
 def _fits(width: int, height: int, limits: Limits) -> bool:
@@ -26,9 +44,8 @@ def advertised_sizes(desc: ImageDescription, limits: Limits) -> list[tuple[int, 
 
 
 def advertised_tiles(desc: ImageDescription) -> list[TileSpec]:
-    """One tile grid: the source's own tile size, and scale factors down to one tile."""
-    width = desc.tile_width or DEFAULT_TILE
-    height = desc.tile_height or width
+    """One tile grid of the cheapest tile size, scale factors down to one tile."""
+    width, height = _cheapest_tile(desc)
     factors = [1]
     # Viewers walk scale factors down to the level where the whole image is one tile.
     while max(desc.width, desc.height) / factors[-1] > max(width, height):
