@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 
 from decoder.logs import configure_logging
 from decoder.server import serve
 from decoder.settings import DecoderSettings
+from decoder.supervisor import WORKER_ENV
 
 
 def main() -> None:
     settings = DecoderSettings()
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    if settings.workers > 1:
+        from decoder.supervisor import supervise
+
+        sys.exit(supervise(settings))
+    # A worker of a supervisor leaves /metrics to it.
+    asyncio.run(serve(settings, serve_metrics=WORKER_ENV not in os.environ))
 
 
 if __name__ == "__main__":

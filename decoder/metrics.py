@@ -1,13 +1,23 @@
-"""Prometheus metrics of the decoder, served on their own port (IIIF_DECODER_METRICS_PORT)."""
+"""Prometheus metrics of the decoder, served on their own port (IIIF_DECODER_METRICS_PORT).
+
+With several worker processes (IIIF_DECODER_WORKERS), prometheus_client's
+multiprocess mode merges every worker's samples: the supervisor sets
+PROMETHEUS_MULTIPROC_DIR before starting workers and serves /metrics itself.
+State that lives in objects (admission, the S3 source) is sampled into plain
+counters and gauges once a second, which works the same in both modes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import os
+from dataclasses import dataclass, field
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import start_http_server as _start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from decoder.admission import Admission
 from decoder.sources.s3 import S3Source
 
 RPCS = Counter(
@@ -28,75 +38,81 @@ DECODE_SECONDS = Histogram(
 SHARED_RENDERS = Counter(
     "iiif_decoder_shared_renders_total", "Renders answered by joining an identical one in flight"
 )
-REJECTIONS = Gauge("iiif_decoder_rejections_total", "Renders refused by admission control")
-QUEUE_DEPTH = Gauge("iiif_decoder_queue_depth", "Renders waiting for admission")
-MEMORY_BYTES = Gauge("iiif_decoder_memory_bytes", "Estimated memory of the renders admitted now")
+REJECTIONS = Counter("iiif_decoder_rejections_total", "Renders refused by admission control")
+QUEUE_DEPTH = Gauge(
+    "iiif_decoder_queue_depth", "Renders waiting for admission", multiprocess_mode="livesum"
+)
+MEMORY_BYTES = Gauge(
+    "iiif_decoder_memory_bytes",
+    "Estimated memory of the renders admitted now",
+    multiprocess_mode="livesum",
+)
 MEMORY_PEAK_BYTES = Gauge(
-    "iiif_decoder_memory_peak_bytes", "Most estimated memory ever admitted at once"
+    "iiif_decoder_memory_peak_bytes",
+    "Most estimated memory ever admitted at once (per worker)",
+    multiprocess_mode="max",
+)
+S3_REQUESTS = Counter("iiif_decoder_s3_requests_total", "S3 requests sent, by method", ["method"])
+S3_GETS = Counter("iiif_decoder_s3_gets_total", "S3 ranged GETs sent")
+S3_BYTES = Counter("iiif_decoder_s3_bytes_total", "Bytes received from S3")
+S3_RETRIES = Counter("iiif_decoder_s3_retries_total", "S3 requests retried after a transient fault")
+CACHE_HITS = Counter("iiif_decoder_block_cache_hits_total", "Block reads served from the cache")
+CACHE_MISSES = Counter("iiif_decoder_block_cache_misses_total", "Block reads that had to fetch")
+SOURCE_BUDGET_BYTES = Gauge(
+    "iiif_decoder_source_budget_bytes",
+    "Bytes remote reads hold for requests in flight",
+    multiprocess_mode="livesum",
 )
 
-
-def watch_admission(
-    waiting: Callable[[], float],
-    in_use: Callable[[], float],
-    peak: Callable[[], float],
-    rejected: Callable[[], float],
-) -> None:
-    """Read admission state at scrape time (no bookkeeping on the hot path)."""
-    QUEUE_DEPTH.set_function(waiting)
-    MEMORY_BYTES.set_function(in_use)
-    MEMORY_PEAK_BYTES.set_function(peak)
-    REJECTIONS.set_function(rejected)
+SAMPLE_INTERVAL_S = 1.0
 
 
-class _S3Collector(Collector):
-    """Reads the S3 source's own counters at scrape time."""
+@dataclass(slots=True)
+class _Seen:
+    """Counter values already exported, so each sample adds only the difference."""
 
-    def __init__(self, source: S3Source) -> None:
-        self._source = source
+    values: dict[str, float] = field(default_factory=dict)
 
-    def collect(self) -> Iterator[Metric]:
-        src = self._source
-        requests = CounterMetricFamily(
-            "iiif_decoder_s3_requests", "S3 requests sent, by method", labels=["method"]
-        )
-        for method, count in src.requests.items():
-            requests.add_metric([method], count)
-        yield requests
-        yield CounterMetricFamily(
-            "iiif_decoder_s3_gets", "S3 ranged GETs sent", value=src.requests.get("GET", 0)
-        )
-        yield CounterMetricFamily(
-            "iiif_decoder_s3_bytes", "Bytes received from S3", value=src.bytes_fetched
-        )
-        yield CounterMetricFamily(
-            "iiif_decoder_s3_retries",
-            "S3 requests retried after a transient fault",
-            value=src.retries,
-        )
-        yield CounterMetricFamily(
-            "iiif_decoder_block_cache_hits",
-            "Block reads served from the block cache",
-            value=src.cache.hits,
-        )
-        yield CounterMetricFamily(
-            "iiif_decoder_block_cache_misses",
-            "Block reads that had to fetch",
-            value=src.cache.misses,
-        )
-        yield GaugeMetricFamily(
-            "iiif_decoder_source_budget_bytes",
-            "Bytes remote reads hold for requests in flight",
-            value=src.budget.in_use,
-        )
+    def delta(self, name: str, now: float) -> float:
+        before = self.values.get(name, 0.0)
+        self.values[name] = now
+        return max(0.0, now - before)
 
 
-def watch_source(source: object) -> None:
-    """Export the S3 source's counters (nothing to export for a local folder)."""
+def sample(admission: Admission, source: object, seen: _Seen) -> None:
+    """Copy admission and source state into the metrics (cheap; call periodically)."""
+    QUEUE_DEPTH.set(admission.waiting)
+    MEMORY_BYTES.set(admission.in_use)
+    MEMORY_PEAK_BYTES.set(admission.peak)
+    REJECTIONS.inc(seen.delta("rejected", admission.rejected))
     if isinstance(source, S3Source):
-        REGISTRY.register(_S3Collector(source))
+        for method, count in source.requests.items():
+            S3_REQUESTS.labels(method).inc(seen.delta(f"req:{method}", count))
+        S3_GETS.inc(seen.delta("gets", source.requests.get("GET", 0)))
+        S3_BYTES.inc(seen.delta("bytes", source.bytes_fetched))
+        S3_RETRIES.inc(seen.delta("retries", source.retries))
+        CACHE_HITS.inc(seen.delta("hits", source.cache.hits))
+        CACHE_MISSES.inc(seen.delta("misses", source.cache.misses))
+        SOURCE_BUDGET_BYTES.set(source.budget.in_use)
+
+
+async def run_sampler(admission: Admission, source: object) -> None:
+    """Sample forever, every SAMPLE_INTERVAL_S; cancel to stop."""
+    seen = _Seen()
+    while True:
+        sample(admission, source, seen)
+        await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+
+def registry() -> CollectorRegistry:
+    """All workers' metrics in multiprocess mode, else this process's."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return merged
+    return REGISTRY
 
 
 def serve_metrics(host: str, port: int) -> None:
     """Expose /metrics over HTTP on `host:port` from a daemon thread."""
-    start_http_server(port, addr=host)
+    _start_http_server(port, addr=host, registry=registry())

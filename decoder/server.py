@@ -103,18 +103,15 @@ def build_service(
         describe_cache_entries=settings.describe_cache_entries,
         limits=SourceLimits(settings.max_source_pixels, settings.max_source_bytes),
     )
-    admission = service.admission
-    metrics.watch_admission(
-        lambda: admission.waiting,
-        lambda: admission.in_use,
-        lambda: admission.peak,
-        lambda: admission.rejected,
-    )
     return service
 
 
-async def serve(settings: DecoderSettings) -> None:
-    """Run the decoder until SIGTERM or SIGINT, then drain and stop."""
+async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
+    """Run one decoder process until SIGTERM or SIGINT, then drain and stop.
+
+    `serve_metrics` is False in worker processes: their supervisor serves
+    every worker's metrics on the metrics port.
+    """
     init_vips(concurrency=settings.vips_concurrency)
     provider = None
     if settings.tracing:
@@ -125,7 +122,6 @@ async def serve(settings: DecoderSettings) -> None:
     # Remote sources bridge decoder threads to this loop: decodes must stay
     # on the executor, never on the loop thread (see decoder/sources/readahead.py).
     source = build_source(settings)
-    metrics.watch_source(source)
     options: list[tuple[str, int]] = [
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
         ("grpc.max_receive_message_length", 1024 * 1024),
@@ -137,9 +133,10 @@ async def serve(settings: DecoderSettings) -> None:
             ("grpc.max_connection_age_grace_ms", int(settings.grace_period_s * 1000)),
         ]
     server = grpc.aio.server(options=options)
+    service = build_service(settings, executor, source)
     decoder_pb2_grpc.add_DecoderServicer_to_server(
         DecoderServicer(
-            build_service(settings, executor, source),
+            service,
             chunk_bytes=settings.chunk_bytes,
             jpeg_quality=settings.jpeg_quality,
             max_output_pixels=settings.max_output_pixels,
@@ -151,7 +148,8 @@ async def serve(settings: DecoderSettings) -> None:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if settings.metrics_port:
+    sampler = asyncio.create_task(metrics.run_sampler(service.admission, source))
+    if settings.metrics_port and serve_metrics:
         metrics.serve_metrics(settings.host, settings.metrics_port)
     address = f"{settings.host}:{settings.port}"
     port = server.add_insecure_port(address)
@@ -169,6 +167,7 @@ async def serve(settings: DecoderSettings) -> None:
     log.info("decoder draining", grace_s=settings.grace_period_s)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_period_s)
+    sampler.cancel()
     executor.shutdown(wait=False, cancel_futures=True)
     await close_source(source)
     if provider is not None:

@@ -28,6 +28,9 @@ class DecoderSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
     image_root: Path = Path("images")
+    # Decoder processes sharing the port (SO_REUSEPORT); budgets, caches and
+    # decode threads below are totals, split evenly between them.
+    workers: int = Field(default_factory=available_cores, ge=1, le=64)
     decode_threads: int = Field(default_factory=available_cores, ge=1, le=256)
     # Estimated memory of the renders running at once (see decoder/cost.py);
     # default: half the container's memory limit (cgroup), else half the RAM.

@@ -50,6 +50,7 @@ def create_app(settings: GatewaySettings, client: DecoderClient | None = None) -
             retry_after_s=settings.retry_after_s,
             cache_entries=settings.describe_cache_entries,
             cache_ttl_s=settings.describe_cache_ttl_s,
+            channels=settings.decoder_channels,
         )
     limits = Limits(settings.max_width, settings.max_height, settings.max_area)
     middleware: list[object] = [DecoderLifespan(client), RequestLog(), Cors()]

@@ -7,6 +7,7 @@ HTTP resources never see gRPC.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -119,8 +120,10 @@ class DecoderClient:
         retry_after_s: int,
         cache_entries: int,
         cache_ttl_s: float,
+        channels: int = 1,
     ) -> None:
         self._target = target
+        self._channel_count = max(1, channels)
         self._timeout_s = timeout_s
         self._retry_after_s = retry_after_s
         self._describes: TTLCache[str, ImageDescription] = TTLCache(
@@ -129,21 +132,34 @@ class DecoderClient:
         self._cache_enabled = cache_ttl_s > 0
 
     async def start(self) -> None:
-        """Open the channel; call from the event loop that will use it."""
-        self._channel = grpc.aio.insecure_channel(
-            self._target,
-            options=[
-                ("grpc.service_config", _SERVICE_CONFIG),
-                ("grpc.enable_retries", 1),
-                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 30_000),
-            ],
-        )
-        self._stub = decoder_pb2_grpc.DecoderStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        """Open the channels; call from the event loop that will use them."""
+        # Each channel keeps its own connections (a local subchannel pool), so
+        # a decoder running several worker processes on one port (SO_REUSEPORT
+        # spreads connections, not calls) gets work on all of them.
+        self._channels = [
+            grpc.aio.insecure_channel(
+                self._target,
+                options=[
+                    ("grpc.service_config", _SERVICE_CONFIG),
+                    ("grpc.enable_retries", 1),
+                    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                    ("grpc.keepalive_time_ms", 30_000),
+                    ("grpc.use_local_subchannel_pool", 1),
+                ],
+            )
+            for _ in range(self._channel_count)
+        ]
+        self._stubs = [decoder_pb2_grpc.DecoderStub(c) for c in self._channels]
+        self._next = itertools.cycle(self._stubs)
+        self._health = health_pb2_grpc.HealthStub(self._channels[0])
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
+
+    @property
+    def _stub(self) -> decoder_pb2_grpc.DecoderStub:
+        return next(self._next)
 
     async def describe(self, identifier: str) -> ImageDescription:
         """The image's description, from the cache when fresh; raises GatewayError."""

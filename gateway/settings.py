@@ -18,6 +18,9 @@ class GatewaySettings(BaseSettings):
     # Any gRPC target: host:port, or dns:///decoder.ns.svc:50051 for client-side
     # round-robin over every decoder a headless Service lists.
     decoder_target: str = "127.0.0.1:50051"
+    # gRPC channels (each its own connections) per gateway process, so every
+    # worker process of a decoder gets calls.
+    decoder_channels: int = Field(8, ge=1, le=64)
     # Public base URL (scheme://host[:port][/prefix]) used in info.json ids and
     # Link headers; when unset it comes from Forwarded / X-Forwarded-* headers,
     # else from the request itself.

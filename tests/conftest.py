@@ -68,6 +68,9 @@ def start_decoder(
         "IIIF_DECODER_GRACE_PERIOD_S": "5",
         # Off unless asked for: several decoders run at once in the tests.
         "IIIF_DECODER_METRICS_PORT": "0",
+        # One process unless a test asks for workers (RSS and signals then
+        # concern the process the test holds).
+        "IIIF_DECODER_WORKERS": "1",
         **(extra_env or {}),
     }
     proc = processes.start("decoder", env, logs / f"{name}.log")

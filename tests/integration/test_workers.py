@@ -1,0 +1,86 @@
+"""A decoder with several worker processes on one port, supervised."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import processes
+from tests.conftest import start_decoder, start_gateway
+from tests.reliability_tools import metric
+
+pytestmark = pytest.mark.integration
+
+TILES = [
+    f"/iiif/3/sample-pyramid/{x},{y},256,256/{w},/0/default.jpg"
+    for x in (0, 256, 512, 768)
+    for y in (0, 256, 512)
+    for w in (128, 256)
+]
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+async def fetch_all(base: str, paths: list[str]) -> list[int]:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        return [r.status_code for r in await asyncio.gather(*(client.get(p) for p in paths))]
+
+
+def test_workers_share_the_port_the_load_and_the_metrics(image_root: Path, tmp_path: Path) -> None:
+    metrics_port = processes.free_port()
+    supervisor, target = start_decoder(
+        image_root,
+        tmp_path,
+        "decoder-workers",
+        {"IIIF_DECODER_WORKERS": "2", "IIIF_DECODER_METRICS_PORT": str(metrics_port)},
+    )
+    gateway, port = start_gateway(
+        target, tmp_path, "gateway-workers", {"IIIF_GATEWAY_DECODER_CHANNELS": "16"}
+    )
+    base = f"http://127.0.0.1:{port}"
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        workers = children(supervisor.pid)
+        assert len(workers) == 2
+        before = {pid: cpu_ticks(pid) for pid in workers}
+        assert asyncio.run(fetch_all(base, TILES * 2)) == [200] * (2 * len(TILES))
+        used = {pid: cpu_ticks(pid) - before[pid] for pid in workers}
+        total = sum(used.values())
+        assert all(ticks > 0.05 * total for ticks in used.values()), f"CPU ticks {used}"
+        renders = metric(metrics_url, "iiif_decoder_rpcs_total", {"rpc": "Render", "code": "OK"})
+        assert renders >= len(TILES), "the supervisor serves every worker's metrics"
+
+        # A worker that dies is replaced; the service goes on.
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (
+            len(children(supervisor.pid)) < 2 or workers[0] in children(supervisor.pid)
+        ):
+            time.sleep(0.1)
+        assert len(children(supervisor.pid)) == 2
+        statuses = asyncio.run(fetch_all(base, TILES[:8]))
+        assert set(statuses) <= {200, 503}
+        time.sleep(1.5)  # the replacement has bound the port by now
+        assert asyncio.run(fetch_all(base, TILES[:8])) == [200] * 8
+
+        current = children(supervisor.pid)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(30) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in current)
+    finally:
+        processes.stop(gateway)
+        processes.stop(supervisor)
