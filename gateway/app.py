@@ -15,10 +15,9 @@ from gateway.errors import AsgiApp
 from gateway.iiif.types import ApiVersion, Limits
 from gateway.metrics import MetricsResource
 from gateway.middleware import Cors, DecoderLifespan, RequestLog
+from gateway.resources.context import MountContext
 from gateway.resources.health import Liveness, Readiness
 from gateway.resources.iiif import IIIFMount
-from gateway.resources.image import ImageResponder
-from gateway.resources.info import InfoResponder
 from gateway.settings import GatewaySettings
 
 MOUNTS: dict[ApiVersion, str] = {ApiVersion.V3: "/iiif/3", ApiVersion.V2: "/iiif/2"}
@@ -57,17 +56,10 @@ def create_app(settings: GatewaySettings, client: DecoderClient | None = None) -
     app: AsgiApp = falcon.asgi.App(middleware=middleware)  # type: ignore[arg-type]
     errors.register(app)
     for version, mount in MOUNTS.items():
-        shared = (client, limits, mount, settings.public_base_url, settings.cache_control)
-        app.add_sink(
-            IIIFMount(
-                version,
-                mount,
-                settings.public_base_url,
-                InfoResponder(*shared),
-                ImageResponder(*shared),
-            ),
-            prefix=f"^{mount}(?=/)",
+        ctx = MountContext(
+            version, mount, client, limits, settings.public_base_url, settings.cache_control
         )
+        app.add_sink(IIIFMount(ctx), prefix=f"^{mount}(?=/)")
     app.add_route("/", Index())
     app.add_route("/health/live", Liveness())
     app.add_route("/health/ready", Readiness(client))

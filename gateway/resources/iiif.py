@@ -13,7 +13,8 @@ import falcon
 import falcon.asgi
 
 from gateway.iiif.parse import parse_path
-from gateway.iiif.types import ApiVersion, BaseRequest, ImageRequest, InfoRequest
+from gateway.iiif.types import BaseRequest, ImageRequest, InfoRequest
+from gateway.resources.context import MountContext
 from gateway.resources.image import ImageResponder
 from gateway.resources.info import InfoResponder
 from gateway.resources.links import service_id
@@ -22,19 +23,12 @@ ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 
 
 class IIIFMount:
-    def __init__(
-        self,
-        version: ApiVersion,
-        mount: str,
-        public_base: str | None,
-        info: InfoResponder,
-        image: ImageResponder,
-    ) -> None:
-        self.version = version
-        self.mount = mount
-        self._public_base = public_base
-        self._info = info
-        self._image = image
+    def __init__(self, ctx: MountContext) -> None:
+        self.version = ctx.version
+        self.mount = ctx.mount
+        self._public_base = ctx.public_base
+        self._info = InfoResponder(ctx)
+        self._image = ImageResponder(ctx)
 
     async def __call__(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response | None, **kwargs: Any

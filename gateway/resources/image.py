@@ -6,28 +6,20 @@ import falcon
 import falcon.asgi
 
 from gateway.conditional import etag_for, not_modified
-from gateway.decoder_client import DecoderClient, ImageDescription, RenderStream, StaleDescription
+from gateway.decoder_client import ImageDescription, RenderStream, StaleDescription
 from gateway.iiif.canonical import canonical_path
 from gateway.iiif.resolve import resolve
-from gateway.iiif.types import ImageDims, ImageRequest, Limits, RenderPlan
+from gateway.iiif.types import ImageDims, ImageRequest, RenderPlan
+from gateway.resources.context import MountContext
 from gateway.resources.links import profile_link, service_id
 from gateway.resources.support import MEDIA_TYPES
 
 
 class ImageResponder:
-    def __init__(
-        self,
-        client: DecoderClient,
-        limits: Limits,
-        mount: str,
-        public_base: str | None,
-        cache_control: str,
-    ) -> None:
-        self._client = client
-        self._limits = limits
-        self._mount = mount
-        self._public_base = public_base
-        self._cache_control = cache_control
+    def __init__(self, ctx: MountContext) -> None:
+        self._ctx = ctx
+        self._client = ctx.client
+        self._limits = ctx.limits
 
     def _plan(self, parsed: ImageRequest, desc: ImageDescription) -> RenderPlan:
         return resolve(parsed, ImageDims(desc.width, desc.height), self._limits)
@@ -40,13 +32,13 @@ class ImageResponder:
         canonical = canonical_path(
             plan, parsed, ImageDims(desc.width, desc.height), limits=self._limits
         )
-        sid = service_id(req, self._public_base, self._mount, parsed.identifier)
+        sid = service_id(req, self._ctx.public_base, self._ctx.mount, parsed.identifier)
         resp.append_header("Link", f'<{sid}/{canonical}>;rel="canonical"')
         resp.append_header("Link", profile_link(parsed.version))
         etag = etag_for(desc.version, canonical)
         resp.set_header("ETag", etag)
         resp.last_modified = desc.last_modified
-        resp.cache_control = [self._cache_control]
+        resp.cache_control = [self._ctx.cache_control]
         resp.content_type = MEDIA_TYPES[plan.format]
         if not_modified(
             etag,

@@ -8,10 +8,10 @@ import falcon
 import falcon.asgi
 
 from gateway.conditional import etag_for, not_modified
-from gateway.decoder_client import DecoderClient
 from gateway.iiif.info import CONTEXT, build_info
-from gateway.iiif.types import ImageDims, InfoRequest, Limits
+from gateway.iiif.types import ImageDims, InfoRequest
 from gateway.info_view import advertised_sizes, advertised_tiles
+from gateway.resources.context import MountContext
 from gateway.resources.links import profile_link, service_id
 from gateway.resources.support import FORMATS, QUALITIES, advertised_features
 
@@ -19,26 +19,17 @@ JSON_LD = "application/ld+json"
 
 
 class InfoResponder:
-    def __init__(
-        self,
-        client: DecoderClient,
-        limits: Limits,
-        mount: str,
-        public_base: str | None,
-        cache_control: str,
-    ) -> None:
-        self._client = client
-        self._limits = limits
-        self._mount = mount
-        self._public_base = public_base
-        self._cache_control = cache_control
+    def __init__(self, ctx: MountContext) -> None:
+        self._ctx = ctx
+        self._client = ctx.client
+        self._limits = ctx.limits
 
     async def respond(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, parsed: InfoRequest
     ) -> None:
         desc = await self._client.describe(parsed.identifier)
         version = parsed.version
-        sid = service_id(req, self._public_base, self._mount, parsed.identifier)
+        sid = service_id(req, self._ctx.public_base, self._ctx.mount, parsed.identifier)
         doc = build_info(
             version,
             sid,
@@ -61,7 +52,7 @@ class InfoResponder:
         etag = etag_for(desc.version, f"info {version} {sid} {resp.content_type}")
         resp.set_header("ETag", etag)
         resp.last_modified = desc.last_modified
-        resp.cache_control = [self._cache_control]
+        resp.cache_control = [self._ctx.cache_control]
         if not_modified(
             etag,
             desc.last_modified,
