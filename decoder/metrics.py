@@ -38,6 +38,10 @@ DECODE_SECONDS = Histogram(
 SHARED_RENDERS = Counter(
     "iiif_decoder_shared_renders_total", "Renders answered by joining an identical one in flight"
 )
+PASSTHROUGH = Counter(
+    "iiif_decoder_passthrough_total",
+    "Renders answered with a stored JPEG tile's bytes, without decoding (decodes avoided)",
+)
 REJECTIONS = Counter("iiif_decoder_rejections_total", "Renders refused by admission control")
 QUEUE_DEPTH = Gauge(
     "iiif_decoder_queue_depth", "Renders waiting for admission", multiprocess_mode="livesum"

@@ -17,10 +17,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from iiif_decoder.v1 import decoder_pb2, decoder_pb2_grpc
 
-from decoder import metrics
+from decoder import levelcache, metrics
 from decoder.admission import Admission
 from decoder.engines.registry import registry_for
 from decoder.engines.vips import init_vips
+from decoder.pipeline import passthrough
 from decoder.service import ImageService, SourceLimits
 from decoder.servicer import DecoderServicer
 from decoder.settings import DecoderSettings
@@ -113,6 +114,8 @@ async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
     every worker's metrics on the metrics port.
     """
     init_vips(concurrency=settings.vips_concurrency)
+    levelcache.configure(settings.level_cache_mb << 20, settings.level_cache_max_pixels)
+    passthrough.configure(enabled=settings.tile_passthrough)
     provider = None
     if settings.tracing:
         from decoder.tracing import enable_tracing

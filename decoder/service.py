@@ -166,8 +166,11 @@ class ImageService:
             async with self._admission.slot(cost):
                 engine = self._engines.for_format(info.format)
                 started = time.perf_counter()
+                # (key, version) lets the pipeline reuse per-source caches
+                # (tile passthrough index, decoded small levels).
+                cache_key = (obj.stat.key, obj.stat.version)
                 future = asyncio.get_running_loop().run_in_executor(
-                    self._executor, run_pipeline, engine, obj.reader, info, plan, cancel
+                    self._executor, run_pipeline, engine, obj.reader, info, plan, cancel, cache_key
                 )
                 try:
                     data = await asyncio.shield(future)

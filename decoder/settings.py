@@ -54,6 +54,13 @@ class DecoderSettings(BaseSettings):
     max_source_bytes: int = Field(0, ge=0)
     describe_cache_entries: int = Field(4096, ge=0)
     vips_concurrency: int = Field(1, ge=1, le=64)
+    # Stored JPEG tiles of tiled TIFFs are sent as they are when a request is
+    # exactly one whole tile (no decode, no re-encode).
+    tile_passthrough: bool = True
+    # Small levels (at most level_cache_max_pixels) are decoded whole once and
+    # served by cropping; bounded in memory, least recently used dropped first.
+    level_cache_mb: int = Field(256, ge=0)
+    level_cache_max_pixels: int = Field(2_000_000, ge=0)
     # JPEG2000 decoder: libopenjp2 directly, region by region (decoder/engines/
     # openjpeg.py), or libvips' loader, which decodes whole codestream tiles.
     jp2_engine: Literal["openjpeg", "vips"] = "openjpeg"

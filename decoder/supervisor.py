@@ -46,6 +46,7 @@ def worker_env(settings: DecoderSettings, index: int) -> dict[str, str]:
                 max(16, settings.source_memory_budget_mb // n)
             ),
             "IIIF_DECODER_S3_BLOCK_CACHE_MB": str(settings.s3_block_cache_mb // n),
+            "IIIF_DECODER_LEVEL_CACHE_MB": str(settings.level_cache_mb // n),
         }
     )
     return env

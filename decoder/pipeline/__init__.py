@@ -14,6 +14,7 @@ from decoder.engines.base import DecodeError, Engine, ImageInfo, RenderError, Vi
 from decoder.engines.vips import vips_error_message
 from decoder.pipeline.encode import encode
 from decoder.pipeline.load import choose_level, level_box, load_region
+from decoder.pipeline.passthrough import try_passthrough
 from decoder.pipeline.quality import apply_quality
 from decoder.pipeline.resize import resize
 from decoder.pipeline.rotate import mirror_rotate, rotated_size
@@ -76,9 +77,15 @@ def run_pipeline(
     info: ImageInfo,
     plan: Plan,
     cancel: threading.Event | None = None,
+    cache_key: tuple[str, str] | None = None,
 ) -> bytes:
     """Render `plan` from the image behind `reader` (described by `info`);
     return the encoded bytes (content type `plan.content_type`).
+
+    `cache_key` is the source's (key, version). With it, a plan that is
+    exactly one stored JPEG tile is answered with that tile's bytes (see
+    passthrough.py) and small levels are decoded once into the level cache
+    (see decoder/levelcache.py); without it, every render decodes.
 
     Raises RenderError for a plan that does not fit the image and
     DecodeError when the source cannot be decoded, Cancelled soon after
@@ -88,8 +95,10 @@ def run_pipeline(
     encoding.
     """
     validate_plan(info, plan)
+    if (data := try_passthrough(reader, info, plan, cache_key)) is not None:
+        return data
     try:
-        image = load_region(engine, reader, info, plan)
+        image = load_region(engine, reader, info, plan, cache_key)
         for step in STEPS:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("render cancelled")
@@ -116,5 +125,6 @@ __all__ = [
     "resize",
     "rotated_size",
     "run_pipeline",
+    "try_passthrough",
     "validate_plan",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from decoder.engines.base import Engine, ImageInfo, RenderError, VipsImage
+from decoder import levelcache
+from decoder.engines.base import DecodeError, Engine, ImageInfo, RenderError, VipsImage
+from decoder.levelcache import LevelCache
 from decoder.plan import Box, Plan
 from decoder.sources.base import ByteReader
 
@@ -47,13 +49,39 @@ def _scale_span(start: int, end: int, size: int, full: int) -> tuple[int, int]:
     return lo, hi
 
 
-def load_region(engine: Engine, reader: ByteReader, info: ImageInfo, plan: Plan) -> VipsImage:
+def load_region(
+    engine: Engine,
+    reader: ByteReader,
+    info: ImageInfo,
+    plan: Plan,
+    cache_key: tuple[str, str] | None = None,
+    level_cache: LevelCache | None = None,
+) -> VipsImage:
     """Decode `plan.region` from the smallest level that keeps enough pixels
     for `plan.width` x `plan.height`. The result is at that level's scale
     (resize() brings it to the exact output size).
 
+    With `cache_key` ((source key, version)), a level small enough for the
+    level cache (`level_cache`, default the process-wide one) is decoded
+    whole once and cropped from memory afterwards.
+
     Raises RenderError for regions outside the image and DecodeError for
-    unreadable sources.
+    unreadable sources (pyvips.Error when a cached level fails to decode).
     """
     level = choose_level(info, plan.region, plan.width, plan.height)
-    return engine.load_region(reader, info, level, level_box(info, level, plan.region))
+    box = level_box(info, level, plan.region)
+    cache = level_cache if level_cache is not None else levelcache.shared()
+    lvl = info.levels[level]
+    if cache_key is None or not cache.accepts(lvl, info.bands, info.bits_per_sample // 8):
+        return engine.load_region(reader, info, level, box)
+    whole = cache.get_or_load(
+        (*cache_key, level),
+        lambda: engine.load_region(reader, info, level, Box(0, 0, lvl.width, lvl.height)),
+    )
+    if (whole.width, whole.height) != (lvl.width, lvl.height):
+        raise DecodeError("cached level does not match the image's description")
+    # Always a new image: the pipeline sets progress signals and the kill flag
+    # on what it renders, which must never touch the shared cached one.
+    if (box.width, box.height) == (lvl.width, lvl.height):
+        return whole.copy()
+    return whole.crop(box.x, box.y, box.width, box.height)

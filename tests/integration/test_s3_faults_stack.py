@@ -53,6 +53,8 @@ def faulty(
                 "IIIF_DECODER_S3_MAX_ATTEMPTS": "3",
                 "IIIF_DECODER_S3_REQUEST_TIMEOUT_S": "0.5",
                 "IIIF_DECODER_S3_BLOCK_CACHE_MB": "0",
+                # Every request must reach S3: no cached decoded levels either.
+                "IIIF_DECODER_LEVEL_CACHE_MB": "0",
                 "IIIF_DECODER_S3_STAT_TTL_S": "0",
                 "IIIF_DECODER_METRICS_PORT": str(metrics_port),
             },

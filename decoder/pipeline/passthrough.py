@@ -1,0 +1,619 @@
+"""Native-tile passthrough: answer a request for exactly one stored JPEG tile
+of a pyramidal TIFF with that tile's own bytes, without decoding it and
+without re-encoding.
+
+Viewers ask for the image's own tile grid, so for a JPEG-compressed pyramid
+most requests are "give me stored tile (x, y) of level L as JPEG". Decoding
+and re-encoding such a tile costs milliseconds of CPU and adds a second
+generation of JPEG loss; copying it costs a few reads.
+
+When a request qualifies (see :func:`tile_for`): the output is JPEG, quality
+color, no rotation or mirror, not progressive, and its region and size map
+onto one whole stored tile of a JPEG-compressed (Compression 7), 8-bit,
+1- or 3-sample, chunky TIFF level without an ICC profile. The encode quality
+of the plan is *not* honoured: the stored tile keeps the quality the master
+was written with (a re-encode could only lose detail, never add it). A
+progressive request is decoded and re-encoded, since stored tiles are
+baseline.
+
+libtiff writes JPEG tiles as "abbreviated" streams (TIFF Technical Note 2):
+the quantisation and Huffman tables shared by all tiles of a page live once
+in the page's JPEGTables field (tag 347, itself a JPEG stream of SOI,
+DQT/DHT segments, EOI), and libtiff suppresses the JFIF and Adobe markers.
+We splice the tables' segments in after the tile's SOI and add the marker a
+stand-alone decoder needs to pick the colour space: a JFIF APP0 for YCbCr
+(Photometric 6) and grey data, an Adobe APP14 with transform 0 for data
+coded as RGB (Photometric 2), which readers would otherwise treat as YCbCr.
+
+The TIFF structure (where each level's tile offsets, byte counts and tables
+are) is parsed once per (source key, version) and kept in a small LRU; a
+request then reads the tile's offset and byte count (two tiny reads) and the
+tile itself.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from cachetools import LRUCache
+
+from decoder import metrics
+from decoder.engines.base import DecodeError, ImageInfo, Level, SourceFormat
+from decoder.pipeline.load import choose_level, level_box
+from decoder.plan import Box, OutputFormat, Plan, Quality
+from decoder.sources.base import ByteReader
+
+# -- the tile index ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IntArray:
+    """A TIFF integer array left in the file: `count` items of `size` bytes
+    (struct code `code`, byte order `byte_order`) at byte `offset`. Tile
+    offset arrays of large levels hold hundreds of thousands of entries;
+    keeping their location instead of their values keeps the index small."""
+
+    offset: int
+    count: int
+    code: str
+    size: int
+    byte_order: str
+
+    def get(self, reader: ByteReader, index: int) -> int | None:
+        """Item `index`, or None if it is out of range or the file ends."""
+        if not 0 <= index < self.count:
+            return None
+        raw = reader.read_at(self.offset + index * self.size, self.size)
+        if len(raw) != self.size:
+            return None
+        value: int = struct.unpack(self.byte_order + self.code, raw)[0]
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class JpegLevel:
+    """One pyramid level whose tiles can be passed through: its size and tile
+    size in pixels, where its tile offsets and byte counts are, the body of
+    its JPEGTables (segments between SOI and EOI; empty when the tiles carry
+    their own tables) and the colour marker segment to add."""
+
+    width: int
+    height: int
+    tile_width: int
+    tile_height: int
+    samples: int
+    offsets: IntArray
+    byte_counts: IntArray
+    tables: bytes
+    marker: bytes
+
+    @property
+    def tiles_across(self) -> int:
+        return -(-self.width // self.tile_width)
+
+
+@dataclass(frozen=True, slots=True)
+class TileIndex:
+    """Per level of an ImageInfo (same order), the JpegLevel or None when
+    that level's tiles cannot be passed through."""
+
+    levels: tuple[JpegLevel | None, ...]
+
+
+# -- configuration ----------------------------------------------------------
+
+DEFAULT_INDEX_ENTRIES: Final = 4096
+
+_lock = threading.Lock()
+_enabled = True
+# (source key, version) -> the parsed tile index, or None for a source that
+# can never pass through (not a tiled JPEG TIFF), so it is not parsed again.
+_indexes: LRUCache[tuple[str, str], TileIndex | None] = LRUCache(maxsize=DEFAULT_INDEX_ENTRIES)
+
+
+def configure(enabled: bool = True, index_entries: int = DEFAULT_INDEX_ENTRIES) -> None:
+    """Turn passthrough on or off for this process and size the cache of
+    parsed TIFF structures (`index_entries` sources, each a few hundred
+    bytes plus its JPEG tables). Clears the cache."""
+    global _enabled, _indexes
+    with _lock:
+        _enabled = enabled
+        _indexes = LRUCache(maxsize=max(1, index_entries))
+
+
+def is_enabled() -> bool:
+    """Whether passthrough is on."""
+    return _enabled
+
+
+# JFIF APP0, version 1.01, no units, 1:1 density, no thumbnail: tells readers
+# three components are YCbCr (and is harmless for grey).
+JFIF_APP0: Final = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+# Adobe APP14, version 100, no flags, transform 0: components are not
+# colour-transformed (RGB as coded).
+ADOBE_APP14_RGB: Final = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+
+_PHOTOMETRIC_GREY, _PHOTOMETRIC_RGB, _PHOTOMETRIC_YCBCR = 1, 2, 6
+# (samples per pixel, Photometric) -> the marker that makes a stand-alone JPEG
+# reader see the same colour space libtiff does.
+_COLOUR_MARKERS: Final[dict[tuple[int, int], bytes]] = {
+    (1, _PHOTOMETRIC_GREY): JFIF_APP0,
+    (3, _PHOTOMETRIC_YCBCR): JFIF_APP0,
+    (3, _PHOTOMETRIC_RGB): ADOBE_APP14_RGB,
+}
+_COMPRESSION_JPEG = 7
+
+_TAG_WIDTH, _TAG_LENGTH, _TAG_BITS, _TAG_COMPRESSION = 256, 257, 258, 259
+_TAG_PHOTOMETRIC, _TAG_SAMPLES, _TAG_PLANAR = 262, 277, 284
+_TAG_TILE_WIDTH, _TAG_TILE_LENGTH, _TAG_TILE_OFFSETS, _TAG_TILE_BYTE_COUNTS = 322, 323, 324, 325
+_TAG_SUBIFDS, _TAG_EXTRA_SAMPLES, _TAG_SAMPLE_FORMAT = 330, 338, 339
+_TAG_JPEG_TABLES, _TAG_ICC = 347, 34675
+
+# TIFF field type -> (struct code, size) for the integer types we read.
+_INT_TYPES: Final[dict[int, tuple[str, int]]] = {
+    1: ("B", 1),
+    3: ("H", 2),
+    4: ("I", 4),
+    13: ("I", 4),
+    16: ("Q", 8),
+    18: ("Q", 8),
+}
+# Size in bytes of one value of each TIFF field type (to tell inline values
+# from out-of-line ones).
+_TYPE_SIZES: Final[dict[int, int]] = {
+    1: 1,
+    2: 1,
+    3: 2,
+    4: 4,
+    5: 8,
+    6: 1,
+    7: 1,
+    8: 2,
+    9: 4,
+    10: 8,
+    11: 4,
+    12: 8,
+    13: 4,
+    16: 8,
+    17: 8,
+    18: 8,
+}
+_UNDEFINED, _BYTE = 7, 1
+_BLOCK = 64 * 1024
+# Bounds against hostile files: bytes read while parsing, directories walked,
+# JPEGTables size, one tile's size.
+_MAX_PARSE_BYTES = 16 * 1024 * 1024
+_MAX_IFDS = 1024
+_MAX_TABLES_BYTES = 64 * 1024
+_MAX_TILE_BYTES = 32 * 1024 * 1024
+
+
+class _Reads:
+    """`reader` read in cached 64 KiB blocks while parsing one structure (not
+    thread-safe: one per parse). Raises DecodeError past the end of the file
+    or beyond the parse budget."""
+
+    def __init__(self, reader: ByteReader) -> None:
+        self._reader = reader
+        self._size = reader.size
+        self._blocks: dict[int, bytes] = {}
+
+    def get(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0 or offset + length > self._size:
+            raise DecodeError("TIFF field outside the file")
+        if length == 0:
+            return b""
+        first, last = offset // _BLOCK, (offset + length - 1) // _BLOCK
+        data = b"".join(self._block(i) for i in range(first, last + 1))
+        start = offset - first * _BLOCK
+        return data[start : start + length]
+
+    def _block(self, index: int) -> bytes:
+        block = self._blocks.get(index)
+        if block is None:
+            if (len(self._blocks) + 1) * _BLOCK > _MAX_PARSE_BYTES:
+                raise DecodeError("TIFF structure too large")
+            block = self._reader.read_at(index * _BLOCK, _BLOCK)
+            self._blocks[index] = block
+        return block
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    type: int
+    count: int
+    offset: int  # file offset of the value (inside the entry when it fits)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ifd:
+    fields: dict[int, _Field]
+    next: int
+
+
+class _TiffFile:
+    """Reads directories and field values of a TIFF or BigTIFF."""
+
+    def __init__(self, reads: _Reads) -> None:
+        self._reads = reads
+        head = reads.get(0, 4)
+        if head[:2] == b"II":
+            self.bo = "<"
+        elif head[:2] == b"MM":
+            self.bo = ">"
+        else:
+            raise DecodeError("not a TIFF file")
+        (magic,) = struct.unpack(self.bo + "H", head[2:])
+        if magic == 42:
+            self.big = False
+            (self.first,) = struct.unpack(self.bo + "I", reads.get(4, 4))
+        elif magic == 43:
+            self.big = True
+            (self.first,) = struct.unpack(self.bo + "Q", reads.get(8, 8))
+        else:
+            raise DecodeError("not a TIFF file")
+
+    def ifd(self, offset: int) -> _Ifd:
+        bo, reads = self.bo, self._reads
+        if self.big:
+            (count,) = struct.unpack(bo + "Q", reads.get(offset, 8))
+            entry_size, start, inline = 20, offset + 8, 8
+        else:
+            (count,) = struct.unpack(bo + "H", reads.get(offset, 2))
+            entry_size, start, inline = 12, offset + 2, 4
+        if not 0 < count <= 4096:
+            raise DecodeError("corrupt TIFF directory")
+        raw = reads.get(start, count * entry_size)
+        fields: dict[int, _Field] = {}
+        for i in range(count):
+            at = i * entry_size
+            if self.big:
+                tag, typ, n = struct.unpack(bo + "HHQ", raw[at : at + 12])
+            else:
+                tag, typ, n = struct.unpack(bo + "HHI", raw[at : at + 8])
+            size = _TYPE_SIZES.get(typ, 1)
+            value_at = start + at + entry_size - inline
+            if n * size > inline:
+                (value_at,) = struct.unpack(
+                    bo + ("Q" if self.big else "I"), raw[at + entry_size - inline : at + entry_size]
+                )
+            fields[tag] = _Field(typ, n, value_at)
+        next_code, next_size = ("Q", 8) if self.big else ("I", 4)
+        (next_ifd,) = struct.unpack(
+            bo + next_code, reads.get(start + count * entry_size, next_size)
+        )
+        return _Ifd(fields, next_ifd)
+
+    def ints(self, ifd: _Ifd, tag: int, default: tuple[int, ...] = ()) -> tuple[int, ...]:
+        """The integer values of `tag` (at most 4096 of them), or `default`."""
+        f = ifd.fields.get(tag)
+        if f is None:
+            return default
+        if f.type not in _INT_TYPES or not 0 < f.count <= 4096:
+            raise DecodeError(f"unexpected type for TIFF tag {tag}")
+        code, size = _INT_TYPES[f.type]
+        data = self._reads.get(f.offset, f.count * size)
+        return tuple(struct.unpack(f"{self.bo}{f.count}{code}", data))
+
+    def array(self, ifd: _Ifd, tag: int) -> IntArray | None:
+        f = ifd.fields.get(tag)
+        if f is None or f.type not in (3, 4, 16):
+            return None
+        code, size = _INT_TYPES[f.type]
+        return IntArray(f.offset, f.count, code, size, self.bo)
+
+    def blob(self, ifd: _Ifd, tag: int, limit: int) -> bytes | None:
+        f = ifd.fields.get(tag)
+        if f is None:
+            return None
+        if f.type not in (_UNDEFINED, _BYTE) or f.count > limit:
+            raise DecodeError(f"unexpected TIFF tag {tag}")
+        return self._reads.get(f.offset, f.count)
+
+
+def _segments(data: bytes, start: int) -> Iterator[tuple[int, int, int]]:
+    """(marker, segment start, segment end) of the marker segments in `data`
+    from `start` up to and including SOS (whose end is where the entropy-coded
+    data begins) or the end of `data`. Raises DecodeError on malformed data."""
+    pos = start
+    while pos < len(data):
+        if pos + 4 > len(data) or data[pos] != 0xFF:
+            raise DecodeError("malformed JPEG marker")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        end = pos + 2 + length
+        if length < 2 or end > len(data):
+            raise DecodeError("truncated JPEG segment")
+        yield marker, pos, end
+        if marker == 0xDA:  # SOS: the scan data follows
+            return
+        pos = end
+
+
+def _tables_body(tables: bytes | None) -> bytes:
+    """The segments of a JPEGTables stream (between its SOI and EOI); only
+    DQT, DHT, DRI and COM are expected there."""
+    if tables is None:
+        return b""
+    if len(tables) < 4 or tables[:2] != b"\xff\xd8" or tables[-2:] != b"\xff\xd9":
+        raise DecodeError("JPEGTables is not an SOI ... EOI stream")
+    body = tables[2:-2]
+    for marker, _start, _end in _segments(body, 0):
+        if marker not in (0xDB, 0xC4, 0xDD, 0xFE):
+            raise DecodeError("unexpected segment in JPEGTables")
+    return body
+
+
+def _jpeg_level(tiff: _TiffFile, ifd: _Ifd, level: Level, bands: int) -> JpegLevel | None:
+    """The passthrough description of `ifd`, or None if its tiles cannot be
+    passed through as they are."""
+    (compression,) = tiff.ints(ifd, _TAG_COMPRESSION, (1,))[:1]
+    (samples,) = tiff.ints(ifd, _TAG_SAMPLES, (1,))[:1]
+    bits = tiff.ints(ifd, _TAG_BITS, (1,))
+    (planar,) = tiff.ints(ifd, _TAG_PLANAR, (1,))[:1]
+    (photometric,) = tiff.ints(ifd, _TAG_PHOTOMETRIC, (-1,))[:1]
+    sample_format = tiff.ints(ifd, _TAG_SAMPLE_FORMAT, (1,))
+    if (
+        compression != _COMPRESSION_JPEG
+        or samples not in (1, 3)
+        or samples != bands
+        or any(b != 8 for b in bits)
+        or any(f != 1 for f in sample_format)
+        or (planar != 1 and samples > 1)
+        or _TAG_EXTRA_SAMPLES in ifd.fields
+        # libvips would apply a level's own profile; we cannot without decoding.
+        or _TAG_ICC in ifd.fields
+    ):
+        return None
+    marker = _COLOUR_MARKERS.get((samples, photometric))
+    if marker is None:
+        return None  # MinIsWhite, palette, CMYK, ...: a reader would misread it
+    offsets = tiff.array(ifd, _TAG_TILE_OFFSETS)
+    counts = tiff.array(ifd, _TAG_TILE_BYTE_COUNTS)
+    if offsets is None or counts is None or level.tile_width <= 0 or level.tile_height <= 0:
+        return None
+    tiles = -(-level.width // level.tile_width) * -(-level.height // level.tile_height)
+    if offsets.count < tiles or counts.count < tiles:
+        return None
+    tables = _tables_body(tiff.blob(ifd, _TAG_JPEG_TABLES, _MAX_TABLES_BYTES))
+    return JpegLevel(
+        width=level.width,
+        height=level.height,
+        tile_width=level.tile_width,
+        tile_height=level.tile_height,
+        samples=samples,
+        offsets=offsets,
+        byte_counts=counts,
+        tables=tables,
+        marker=marker,
+    )
+
+
+def parse_tile_index(reader: ByteReader, info: ImageInfo) -> TileIndex | None:
+    """Locate, for every level of `info`, the TIFF directory holding it and
+    describe its tiles for passthrough; None if no level qualifies.
+
+    A level is matched to the one directory (main chain after page 0, or
+    SubIFD of page 0) with its exact size and tile size; levels with no or
+    several such directories are left out rather than guessed. Raises
+    DecodeError for unreadable structures and the reader's errors on I/O
+    failure.
+    """
+    if info.format is not SourceFormat.TIFF:
+        return None
+    tiff = _TiffFile(_Reads(reader))
+    pages: list[_Ifd] = []
+    seen: set[int] = set()
+    offset = tiff.first
+    while offset and offset not in seen and len(pages) < _MAX_IFDS:
+        seen.add(offset)
+        try:
+            page = tiff.ifd(offset)
+        except DecodeError:
+            if not pages:
+                raise
+            break  # a damaged later page does not spoil the levels before it
+        pages.append(page)
+        offset = page.next
+    if not pages:
+        return None
+    subifds = [tiff.ifd(o) for o in tiff.ints(pages[0], _TAG_SUBIFDS)[:_MAX_IFDS]]
+    reduced = pages[1:] + subifds
+
+    def geometry(ifd: _Ifd) -> tuple[int, ...]:
+        return tuple(
+            tiff.ints(ifd, tag, (0,))[0]
+            for tag in (_TAG_WIDTH, _TAG_LENGTH, _TAG_TILE_WIDTH, _TAG_TILE_LENGTH)
+        )
+
+    levels: list[JpegLevel | None] = []
+    for index, level in enumerate(info.levels):
+        want = (level.width, level.height, level.tile_width, level.tile_height)
+        if index == 0:
+            matches = [pages[0]] if geometry(pages[0]) == want else []
+        else:
+            matches = [ifd for ifd in reduced if geometry(ifd) == want]
+        levels.append(
+            _jpeg_level(tiff, matches[0], level, info.bands) if len(matches) == 1 else None
+        )
+    if not any(levels):
+        return None
+    return TileIndex(tuple(levels))
+
+
+def _index_for(reader: ByteReader, info: ImageInfo, cache_key: tuple[str, str]) -> TileIndex | None:
+    with _lock:
+        if cache_key in _indexes:
+            return _indexes[cache_key]
+        cache = _indexes
+    try:
+        index = parse_tile_index(reader, info)
+    except (DecodeError, struct.error):
+        index = None  # not something we can pass through: remember that
+    # Two threads may parse the same source at once; both get the same answer.
+    with _lock:
+        if cache is _indexes:
+            _indexes[cache_key] = index
+    return index
+
+
+# -- matching a plan to a tile ------------------------------------------------
+
+
+def _whole_tile(level: Level, box: Box) -> tuple[int, int] | None:
+    """(column, row) of the stored tile that `box` (level pixels) is exactly,
+    if that tile lies wholly inside the level (edge tiles are stored padded to
+    the full tile size, so a partial one is not the requested image)."""
+    tw, th = level.tile_width, level.tile_height
+    if (
+        box.width != tw
+        or box.height != th
+        or box.x % tw
+        or box.y % th
+        or box.right > level.width
+        or box.bottom > level.height
+    ):
+        return None
+    return box.x // tw, box.y // th
+
+
+def tile_for(info: ImageInfo, plan: Plan) -> tuple[int, int, int] | None:
+    """(level, column, row) of the stored tile that `plan` asks for as it is,
+    or None when the plan needs pixels processed.
+
+    The plan must keep the tile's pixels (JPEG, color, no rotation or mirror,
+    baseline) and its output size must equal the tile's. Its region matches
+    the tile either the way the decoded path maps it (choose_level picks the
+    tile's level and level_box gives exactly the tile, so the decoded path
+    would output those very pixels) or as a IIIF client derives tile regions:
+    the tile's box times the level's downscale, clipped to the image. With
+    levels whose size is not exactly the full size over the downscale, the
+    latter is off from the decoded path's mapping by under one level pixel;
+    the stored tile is then the better answer.
+    """
+    if (
+        plan.format is not OutputFormat.JPEG
+        or plan.quality is not Quality.COLOR
+        or plan.rotation % 360 != 0
+        or plan.mirror
+        or plan.progressive
+        or info.format is not SourceFormat.TIFF
+        or info.has_icc
+        or info.bits_per_sample != 8
+        or info.bands not in (1, 3)
+    ):
+        return None
+    region = plan.region
+    chosen = choose_level(info, region, plan.width, plan.height)
+    for index, level in enumerate(info.levels):
+        if (plan.width, plan.height) != (level.tile_width, level.tile_height):
+            continue
+        if index == chosen:
+            tile = _whole_tile(level, level_box(info, index, region))
+            if tile is not None:
+                return index, *tile
+        d = level.downscale
+        span_w, span_h = level.tile_width * d, level.tile_height * d
+        if region.x % span_w or region.y % span_h:
+            continue
+        if (region.width, region.height) != (
+            min(span_w, info.width - region.x),
+            min(span_h, info.height - region.y),
+        ):
+            continue
+        box = Box(region.x // d, region.y // d, level.tile_width, level.tile_height)
+        tile = _whole_tile(level, box)
+        if tile is not None:
+            return index, *tile
+    return None
+
+
+# -- splicing -----------------------------------------------------------------
+
+
+def splice(tile: bytes, level: JpegLevel) -> bytes | None:
+    """One stand-alone baseline JPEG from a stored tile: SOI, the colour
+    marker, the page's tables, the tile after its SOI. None if the tile is
+    not a complete baseline 8-bit JPEG of the level's tile size and samples
+    (progressive, arithmetic-coded, truncated, or carrying its own JFIF or
+    Adobe marker, which might contradict the TIFF's colour space)."""
+    if len(tile) < 4 or tile[:2] != b"\xff\xd8" or tile[-2:] != b"\xff\xd9":
+        return None
+    out = b"".join((b"\xff\xd8", level.marker, level.tables, tile[2:]))
+    try:
+        seen_sof = seen_dqt = seen_dht = seen_sos = False
+        for marker, start, _end in _segments(out, 2):
+            if marker in (0xC0, 0xC1):  # baseline / extended sequential Huffman
+                precision, height, width, components = struct.unpack(
+                    ">BHHB", out[start + 4 : start + 10]
+                )
+                if (precision, width, height, components) != (
+                    8,
+                    level.tile_width,
+                    level.tile_height,
+                    level.samples,
+                ):
+                    return None
+                seen_sof = True
+            elif 0xC2 <= marker <= 0xCF and marker not in (0xC4, 0xC8):
+                return None  # progressive, lossless, hierarchical or arithmetic
+            elif marker == 0xDB:
+                seen_dqt = True
+            elif marker == 0xC4:
+                seen_dht = True
+            elif marker == 0xDA:
+                seen_sos = True
+            elif marker in (0xE0, 0xEE) and start != 2:
+                return None  # the tile brought its own colour marker
+    except DecodeError:
+        return None
+    if not (seen_sof and seen_dqt and seen_dht and seen_sos):
+        return None
+    return out
+
+
+def try_passthrough(
+    reader: ByteReader, info: ImageInfo, plan: Plan, cache_key: tuple[str, str] | None
+) -> bytes | None:
+    """The stored JPEG tile that answers `plan` exactly, as a stand-alone
+    JPEG, or None when the plan must be decoded (does not map onto a whole
+    stored JPEG tile, passthrough is off, or no `cache_key` to remember the
+    parsed structure under).
+
+    Reads the TIFF structure once per `cache_key` ((source key, version)),
+    then two small reads and the tile per request. Raises only the reader's
+    errors (e.g. SourceUnavailable); anything odd in the file means None,
+    and the decoded path then reports it properly.
+    """
+    if not _enabled or cache_key is None:
+        return None
+    target = tile_for(info, plan)
+    if target is None:
+        return None
+    index = _index_for(reader, info, cache_key)
+    if index is None:
+        return None
+    level_index, column, row = target
+    level = index.levels[level_index]
+    if level is None:
+        return None
+    n = row * level.tiles_across + column
+    offset = level.offsets.get(reader, n)
+    length = level.byte_counts.get(reader, n)
+    # Offset 0 or length 0 marks a sparse (never written) tile.
+    if not offset or not length or length > _MAX_TILE_BYTES:
+        return None
+    tile = reader.read_at(offset, length)
+    if len(tile) != length:
+        return None
+    data = splice(tile, level)
+    if data is not None:
+        metrics.PASSTHROUGH.inc()
+    return data

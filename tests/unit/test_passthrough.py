@@ -1,0 +1,402 @@
+"""Native-tile passthrough: a request that is exactly one stored JPEG tile of
+a pyramidal TIFF is answered with that tile's bytes (plus its JPEGTables and
+a colour marker), and every other request still goes through the decoder.
+
+The passthrough output must be a JPEG that strict stand-alone decoders load
+and whose pixels are exactly libtiff's decode of the stored tile; against
+the decoded path (which re-encodes) it may differ by JPEG re-encoding error.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pyvips
+from prometheus_client import REGISTRY
+
+from decoder import levelcache
+from decoder.engines.base import ImageInfo
+from decoder.engines.vips import VipsEngine
+from decoder.pipeline import passthrough, run_pipeline
+from decoder.pipeline.passthrough import ADOBE_APP14_RGB, JFIF_APP0, splice, tile_for
+from decoder.plan import Box, OutputFormat, Plan, Quality
+from decoder.sources.base import ByteReader
+from tests.images import make_pyramid_tiff, pattern
+
+ReaderFactory = Callable[[Path], ByteReader]
+Describe = Callable[[ByteReader], ImageInfo]
+
+KEY = ("image.tif", "v1")
+# The decoded path re-encodes the tile (at Q 95 here): allowed mean difference.
+REENCODE_TOLERANCE = 1.5
+
+
+class CountingReader:
+    """Wraps a reader (keeping its local path) and counts reads."""
+
+    def __init__(self, inner: ByteReader) -> None:
+        self._inner = inner
+        self.reads = 0
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+    @property
+    def path(self) -> Path | None:
+        return self._inner.path
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        self.reads += 1
+        return self._inner.read_at(offset, length)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def passthrough_total() -> float:
+    return REGISTRY.get_sample_value("iiif_decoder_passthrough_total") or 0.0
+
+
+def load_strict(data: bytes) -> Any:
+    """Decode a JPEG the strict way: jpegload fails on any libjpeg warning."""
+    image = pyvips.Image.jpegload_buffer(data, fail=True)
+    image.avg()  # force the decode
+    return image
+
+
+def max_abs_diff(a: Any, b: Any) -> float:
+    assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
+    return float((a.cast("float") - b.cast("float")).abs().max())
+
+
+def mean_abs_diff(a: Any, b: Any) -> float:
+    assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
+    return float((a.cast("float") - b.cast("float")).abs().avg())
+
+
+# -- a hand-made YCbCr JPEG-in-TIFF, as libtiff/GDAL write them -------------
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
+    """(marker, whole segment) up to SOS; the last item is (0, scan data + EOI)."""
+    out, pos = [], 2
+    while True:
+        marker = data[pos + 1]
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        out.append((marker, data[pos : pos + 2 + length]))
+        pos += 2 + length
+        if marker == 0xDA:
+            out.append((0, data[pos:]))
+            return out
+
+
+def write_ycbcr_jpeg_tiff(path: Path, image: Any, tile: int) -> Path:
+    """One tiled page of JPEG tiles coded as YCbCr 4:2:0 (Photometric 6),
+    abbreviated the way libtiff writes them: shared DQT/DHT in JPEGTables,
+    no JFIF marker in the tiles, edge tiles padded to the full tile size."""
+    width, height = image.width, image.height
+    across, down = -(-width // tile), -(-height // tile)
+    tables: bytes | None = None
+    tiles: list[bytes] = []
+    for ty in range(down):
+        for tx in range(across):
+            w, h = min(tile, width - tx * tile), min(tile, height - ty * tile)
+            part = image.crop(tx * tile, ty * tile, w, h).embed(0, 0, tile, tile, extend="copy")
+            # Q < 90: libvips subsamples chroma 2x2; default Huffman tables, so
+            # every tile has the same tables.
+            data = bytes(part.jpegsave_buffer(Q=85, strip=True))
+            segments = _jpeg_segments(data)
+            shared = b"".join(s for m, s in segments if m in (0xDB, 0xC4))
+            own = b"".join(s for m, s in segments if m not in (0xDB, 0xC4, 0xE0))
+            if tables is None:
+                tables = b"\xff\xd8" + shared + b"\xff\xd9"
+            assert tables == b"\xff\xd8" + shared + b"\xff\xd9"
+            tiles.append(b"\xff\xd8" + own)
+    assert tables is not None
+    entries: list[tuple[int, int, int, bytes]] = []  # tag, type, count, value bytes
+    offsets_at = 8  # tile data right after the header
+    blob = b"".join(tiles)
+    offsets, pos = [], offsets_at
+    for t in tiles:
+        offsets.append(pos)
+        pos += len(t)
+    entries = [
+        (256, 3, 1, struct.pack("<H", width)),
+        (257, 3, 1, struct.pack("<H", height)),
+        (258, 3, 3, struct.pack("<3H", 8, 8, 8)),
+        (259, 3, 1, struct.pack("<H", 7)),
+        (262, 3, 1, struct.pack("<H", 6)),
+        (277, 3, 1, struct.pack("<H", 3)),
+        (284, 3, 1, struct.pack("<H", 1)),
+        (322, 3, 1, struct.pack("<H", tile)),
+        (323, 3, 1, struct.pack("<H", tile)),
+        (324, 4, len(tiles), struct.pack(f"<{len(tiles)}I", *offsets)),
+        (325, 4, len(tiles), struct.pack(f"<{len(tiles)}I", *map(len, tiles))),
+        (347, 7, len(tables), tables),
+        (530, 3, 2, struct.pack("<2H", 2, 2)),
+    ]
+    ifd_at = offsets_at + len(blob)
+    ifd_at += ifd_at % 2
+    extra_at = ifd_at + 2 + 12 * len(entries) + 4
+    ifd, extra = b"", b""
+    for tag, typ, count, value in entries:
+        if len(value) <= 4:
+            ifd += struct.pack("<HHI", tag, typ, count) + value.ljust(4, b"\0")
+        else:
+            ifd += struct.pack("<HHII", tag, typ, count, extra_at + len(extra))
+            extra += value + b"\0" * (len(value) % 2)
+    header = b"II" + struct.pack("<HI", 42, ifd_at)
+    body = header + blob
+    body += b"\0" * (ifd_at - len(body))
+    path.write_bytes(body + struct.pack("<H", len(entries)) + ifd + b"\0\0\0\0" + extra)
+    return path
+
+
+# -- fixtures ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("passthrough")
+    return {
+        # libvips writes Photometric RGB JPEG tiles (no colour transform).
+        "rgb": make_pyramid_tiff(root / "rgb.tif", 1024, 768, tile=256),
+        "grey": make_pyramid_tiff(root / "grey.tif", 1024, 768, tile=256, bands=1),
+        # Levels 1001x777, 500x388, 250x194, ...: partial edge tiles, and
+        # levels that are not exactly the full size over the downscale.
+        "odd": make_pyramid_tiff(root / "odd.tif", 1001, 777, tile=128),
+        "big": make_pyramid_tiff(root / "big.tif", 1024, 768, tile=256, bigtiff=True),
+        "subifd": make_pyramid_tiff(root / "subifd.tif", 1024, 768, tile=256, subifd=True),
+        "deflate": make_pyramid_tiff(root / "deflate.tif", 1024, 768, compression="deflate"),
+        "ycbcr": write_ycbcr_jpeg_tiff(root / "ycbcr.tif", pattern(600, 400), tile=128),
+    }
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches() -> Iterator[None]:
+    """Passthrough on with an empty index; level cache off, so the decoded
+    path really decodes."""
+    passthrough.configure(enabled=True)
+    levelcache.configure(max_bytes=0)
+    yield
+    passthrough.configure(enabled=True)
+    levelcache.configure()
+
+
+def tile_plan(info: ImageInfo, level: int, column: int, row: int, **changes: Any) -> Plan:
+    """The IIIF request for stored tile (column, row) of `level`."""
+    lvl = info.levels[level]
+    d = lvl.downscale
+    x, y = column * lvl.tile_width * d, row * lvl.tile_height * d
+    region = Box(
+        x, y, min(lvl.tile_width * d, info.width - x), min(lvl.tile_height * d, info.height - y)
+    )
+    fields: dict[str, Any] = {"width": lvl.tile_width, "height": lvl.tile_height}
+    fields.update(changes)
+    return Plan(region, **fields)
+
+
+def stored_tile(
+    engine: VipsEngine, reader: ByteReader, info: ImageInfo, level: int, column: int, row: int
+) -> Any:
+    """libtiff's decode of a stored tile (through the engine)."""
+    lvl = info.levels[level]
+    box = Box(column * lvl.tile_width, row * lvl.tile_height, lvl.tile_width, lvl.tile_height)
+    return engine.load_region(reader, info, level, box)
+
+
+# -- tests ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "level", "column", "row", "marker"),
+    [
+        ("rgb", 0, 0, 0, "adobe"),
+        ("rgb", 0, 3, 2, "adobe"),
+        ("rgb", 1, 1, 0, "adobe"),
+        ("grey", 0, 2, 1, "jfif"),
+        ("big", 1, 0, 0, "adobe"),
+        ("subifd", 1, 1, 0, "adobe"),
+        ("ycbcr", 0, 1, 2, "jfif"),
+    ],
+)
+def test_stored_tile_is_passed_through(
+    images: dict[str, Path],
+    reader_for: ReaderFactory,
+    describe: Describe,
+    engine: VipsEngine,
+    name: str,
+    level: int,
+    column: int,
+    row: int,
+    marker: str,
+) -> None:
+    segment = {"adobe": ADOBE_APP14_RGB, "jfif": JFIF_APP0}[marker]
+    reader = reader_for(images[name])
+    info = describe(reader)
+    plan = tile_plan(info, level, column, row)
+    before = passthrough_total()
+
+    data = run_pipeline(engine, reader, info, plan, cache_key=KEY)
+
+    assert passthrough_total() == before + 1
+    assert data[:2] == b"\xff\xd8"
+    assert data[2 : 2 + len(segment)] == segment
+    image = load_strict(data)
+    assert (image.width, image.height) == (plan.width, plan.height)
+    assert max_abs_diff(image, stored_tile(engine, reader, info, level, column, row)) == 0
+    # Without a key the pipeline decodes; at Q 95 its re-encoding error is small.
+    decoded = load_strict(run_pipeline(engine, reader, info, replace(plan, encode_quality=95)))
+    assert mean_abs_diff(image, decoded) <= REENCODE_TOLERANCE
+
+
+def test_nominal_tile_of_an_inexact_level_passes_through(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe, engine: VipsEngine
+) -> None:
+    # Level 1 of 1001 x 777 is 500 x 388: a client's tile region (tile box
+    # times 2) does not map onto the tile by level_box's proportional
+    # rounding, but the stored tile is exactly that region.
+    reader = reader_for(images["odd"])
+    info = describe(reader)
+    assert (info.levels[1].width, info.levels[1].height) == (500, 388)
+    plan = tile_plan(info, 1, 2, 1)
+    assert plan.region == Box(512, 256, 256, 256)
+
+    data = run_pipeline(engine, reader, info, plan, cache_key=KEY)
+
+    image = load_strict(data)
+    assert max_abs_diff(image, stored_tile(engine, reader, info, 1, 2, 1)) == 0
+    decoded = load_strict(run_pipeline(engine, reader, info, plan))
+    assert mean_abs_diff(image, decoded) <= 3.0  # decoded from level 0, lanczos-reduced
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"rotation": 90.0}, id="rotation"),
+        pytest.param({"mirror": True}, id="mirror"),
+        pytest.param({"quality": Quality.GRAY}, id="gray"),
+        pytest.param({"format": OutputFormat.PNG}, id="png"),
+        pytest.param({"progressive": True}, id="progressive"),
+        pytest.param({"width": 255, "height": 255}, id="other-size"),
+    ],
+)
+def test_processed_requests_are_decoded(
+    images: dict[str, Path],
+    reader_for: ReaderFactory,
+    describe: Describe,
+    engine: VipsEngine,
+    change: dict[str, Any],
+) -> None:
+    reader = reader_for(images["rgb"])
+    info = describe(reader)
+    plan = tile_plan(info, 0, 1, 1, **change)
+    assert tile_for(info, plan) is None
+    before = passthrough_total()
+
+    data = run_pipeline(engine, reader, info, plan, cache_key=KEY)
+
+    assert passthrough_total() == before
+    assert data == run_pipeline(engine, reader, info, plan)
+
+
+@pytest.mark.parametrize(
+    ("name", "plan"),
+    [
+        # Partial edge tile at level 0 (1001 - 7 * 128 = 105 pixels wide):
+        # stored padded to 128, so its bytes are not the requested image.
+        pytest.param("odd", Plan(Box(896, 0, 105, 128), 105, 128), id="edge-tile"),
+        # Same size as a tile, but off the tile grid.
+        pytest.param("rgb", Plan(Box(128, 0, 256, 256), 256, 256), id="off-grid"),
+        # Two tiles' width at level 0, scaled to one tile's size: level 1's
+        # tile (0, 0) spans 512 x 512, not 512 x 256.
+        pytest.param("rgb", Plan(Box(0, 0, 512, 256), 256, 256), id="wrong-aspect"),
+        pytest.param("deflate", Plan(Box(0, 0, 256, 256), 256, 256), id="deflate"),
+    ],
+)
+def test_requests_that_are_not_one_whole_jpeg_tile_are_decoded(
+    images: dict[str, Path],
+    reader_for: ReaderFactory,
+    describe: Describe,
+    engine: VipsEngine,
+    name: str,
+    plan: Plan,
+) -> None:
+    reader = reader_for(images[name])
+    info = describe(reader)
+    before = passthrough_total()
+
+    data = run_pipeline(engine, reader, info, plan, cache_key=KEY)
+
+    assert passthrough_total() == before
+    assert data == run_pipeline(engine, reader, info, plan)
+
+
+def test_without_a_cache_key_or_when_off_nothing_passes_through(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe, engine: VipsEngine
+) -> None:
+    reader = reader_for(images["rgb"])
+    info = describe(reader)
+    plan = tile_plan(info, 0, 0, 0)
+    assert passthrough.try_passthrough(reader, info, plan, None) is None
+    passthrough.configure(enabled=False)
+    assert passthrough.try_passthrough(reader, info, plan, KEY) is None
+    passthrough.configure(enabled=True)
+    assert passthrough.try_passthrough(reader, info, plan, KEY) is not None
+
+
+def test_structure_is_parsed_once_per_source_version(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe
+) -> None:
+    reader = CountingReader(reader_for(images["rgb"]))
+    info = describe(reader)
+    first = passthrough.try_passthrough(reader, info, tile_plan(info, 0, 0, 0), KEY)
+    assert first is not None
+
+    reader.reads = 0
+    second = passthrough.try_passthrough(reader, info, tile_plan(info, 0, 1, 0), KEY)
+
+    assert second is not None
+    assert second != first
+    assert reader.reads == 3  # tile offset, tile byte count, the tile
+    reader.reads = 0
+    assert passthrough.try_passthrough(reader, info, tile_plan(info, 0, 1, 0), ("x", "v2"))
+    assert reader.reads > 3  # another version: parsed again
+
+
+def test_sources_that_cannot_pass_through_are_remembered(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe
+) -> None:
+    reader = CountingReader(reader_for(images["deflate"]))
+    info = describe(reader)
+    plan = tile_plan(info, 0, 0, 0)
+    assert passthrough.try_passthrough(reader, info, plan, KEY) is None
+    reader.reads = 0
+    assert passthrough.try_passthrough(reader, info, plan, KEY) is None
+    assert reader.reads == 0
+
+
+def test_splice_refuses_incomplete_or_non_baseline_tiles(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe
+) -> None:
+    reader = reader_for(images["rgb"])
+    info = describe(reader)
+    index = passthrough.parse_tile_index(reader, info)
+    assert index is not None
+    level = index.levels[0]
+    assert level is not None
+    offset = level.offsets.get(reader, 0)
+    length = level.byte_counts.get(reader, 0)
+    assert offset
+    assert length
+    tile = reader.read_at(offset, length)
+    assert splice(tile, level) is not None
+    assert splice(tile[:-2], level) is None  # truncated: no EOI
+    assert splice(tile.replace(b"\xff\xc0", b"\xff\xc2", 1), level) is None  # progressive
+    assert splice(b"\xff\xd8" + JFIF_APP0 + tile[2:], level) is None  # own colour marker
