@@ -8,7 +8,7 @@ registering it for that format; nothing else changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -31,14 +31,18 @@ class SourceFormat(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Level:
     """One resolution level: its size in pixels, its integer downscale from
-    full resolution, and its native tile size in this level's pixels
-    (0 x 0 when the level is not tiled)."""
+    full resolution, its native tile size in this level's pixels (0 x 0 when
+    the level is not tiled), and where a TIFF stores it (main-chain page and
+    SubIFD index, -1 for none), so decoding never re-reads the directories."""
 
     width: int
     height: int
     downscale: int
     tile_width: int
     tile_height: int
+    # Where, not what: two levels of the same geometry are the same level.
+    page: int = field(default=0, compare=False)
+    subifd: int = field(default=-1, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ from decoder.engines.base import (
     VipsImage,
 )
 from decoder.engines.vips import VipsEngine, vips_error_message
+from decoder.formats import jp2
 from decoder.plan import Box
 from decoder.sources.base import ByteReader, SourceError
 
@@ -79,9 +80,7 @@ OPJ_PATH_LEN: Final = 4096
 # OPJ_J2K_STREAM_CHUNK_SIZE in openjpeg.h: what opj_stream_create_default_file_stream uses.
 OPJ_J2K_STREAM_CHUNK_SIZE: Final = 0x100000
 
-_JP2_SIGNATURE: Final = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _JP2_MAGIC: Final = b"\r\n\x87\n"  # the short form libvips and OpenJPEG also accept
-_J2K_SIGNATURE: Final = b"\xff\x4f\xff\x51"  # SOC then SIZ
 
 
 class OpjDParameters(ctypes.Structure):
@@ -320,9 +319,9 @@ def codec_format(head: bytes) -> int:
 
     Raises UnsupportedSource for anything else.
     """
-    if head[:12] == _JP2_SIGNATURE or head[:4] == _JP2_MAGIC:
+    if head[:12] == jp2.JP2_SIGNATURE or head[:4] == _JP2_MAGIC:
         return OPJ_CODEC_JP2
-    if head[:4] == _J2K_SIGNATURE:
+    if head[:4] == jp2.SOC_SIZ:
         return OPJ_CODEC_J2K
     raise UnsupportedSource("not a JPEG 2000 file or codestream")
 

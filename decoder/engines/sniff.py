@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from decoder.engines.base import SourceFormat, UnsupportedSource
+from decoder.formats import jp2, tiff
 
 # How many leading bytes sniff() wants (it copes with fewer).
 SNIFF_BYTES = 16
 
-_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
-_J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
-_TIFF_MAGICS = (
-    b"II*\x00",  # classic TIFF, little-endian
-    b"MM\x00*",  # classic TIFF, big-endian
-    b"II+\x00",  # BigTIFF, little-endian
-    b"MM\x00+",  # BigTIFF, big-endian
-)
 _JPEG_SOI = b"\xff\xd8\xff"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -27,9 +20,9 @@ def sniff(head: bytes) -> SourceFormat:
     followed by a marker) and PNG. Needs at most SNIFF_BYTES bytes.
     Raises UnsupportedSource for anything else, including empty input.
     """
-    if head.startswith(_JP2_SIGNATURE) or head.startswith(_J2K_SOC_SIZ):
+    if head.startswith(jp2.JP2_SIGNATURE) or head.startswith(jp2.SOC_SIZ):
         return SourceFormat.JPEG2000
-    if head[:4] in _TIFF_MAGICS:
+    if head[:4] in tiff.SIGNATURES:
         return SourceFormat.TIFF
     if head.startswith(_JPEG_SOI):
         return SourceFormat.JPEG

@@ -27,6 +27,7 @@ Facts verified against libvips 8.14 (see tests/unit/test_vips_engine.py):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from typing import Any, Final
@@ -240,8 +241,8 @@ class VipsEngine:
         page, subifd, shrink = 0, -1, 1
         if info.format is SourceFormat.JPEG2000:
             page = level
-        elif info.format is SourceFormat.TIFF and level > 0:
-            page, subifd = self._tiff_location(reader, info, level)
+        elif info.format is SourceFormat.TIFF:
+            page, subifd = lvl.page, lvl.subifd
         elif info.format is SourceFormat.JPEG:
             shrink = lvl.downscale
         try:
@@ -291,7 +292,10 @@ class VipsEngine:
             return _j2k_levels(reader, width, height) or single
         if fmt is SourceFormat.TIFF:
             layout = _tiff_layout(parse_tiff_structure(reader), width, height)
-            return tuple(level for level, _page, _subifd in layout)
+            return tuple(
+                dataclasses.replace(level, page=page, subifd=subifd)
+                for level, page, subifd in layout
+            )
         if fmt is SourceFormat.JPEG:
             return tuple(
                 Level(width // d, height // d, d, 0, 0)
@@ -299,16 +303,6 @@ class VipsEngine:
                 if width // d >= 1 and height // d >= 1
             )
         return single
-
-    @staticmethod
-    def _tiff_location(reader: ByteReader, info: ImageInfo, level: int) -> tuple[int, int]:
-        # ImageInfo does not record which IFD holds a level; re-reading the
-        # directories costs a read or two, far less than decoding.
-        layout = _tiff_layout(parse_tiff_structure(reader), info.width, info.height)
-        if level >= len(layout) or layout[level][0] != info.levels[level]:
-            raise DecodeError("TIFF structure does not match its description (changed?)")
-        _level, page, subifd = layout[level]
-        return page, subifd
 
 
 def _j2k_levels(reader: ByteReader, width: int, height: int) -> tuple[Level, ...] | None:

@@ -43,35 +43,13 @@ from cachetools import LRUCache
 
 from decoder import metrics
 from decoder.engines.base import DecodeError, ImageInfo, Level, SourceFormat
+from decoder.formats import FormatError, Parser, parse, tiff
+from decoder.formats.tiff import IntArray, TiffPage
 from decoder.pipeline.load import choose_level, level_box
 from decoder.plan import Box, OutputFormat, Plan, Quality
 from decoder.sources.base import ByteReader
 
 # -- the tile index ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class IntArray:
-    """A TIFF integer array left in the file: `count` items of `size` bytes
-    (struct code `code`, byte order `byte_order`) at byte `offset`. Tile
-    offset arrays of large levels hold hundreds of thousands of entries;
-    keeping their location instead of their values keeps the index small."""
-
-    offset: int
-    count: int
-    code: str
-    size: int
-    byte_order: str
-
-    def get(self, reader: ByteReader, index: int) -> int | None:
-        """Item `index`, or None if it is out of range or the file ends."""
-        if not 0 <= index < self.count:
-            return None
-        raw = reader.read_at(self.offset + index * self.size, self.size)
-        if len(raw) != self.size:
-            return None
-        value: int = struct.unpack(self.byte_order + self.code, raw)[0]
-        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,173 +124,9 @@ _COLOUR_MARKERS: Final[dict[tuple[int, int], bytes]] = {
     (3, _PHOTOMETRIC_RGB): ADOBE_APP14_RGB,
 }
 _COMPRESSION_JPEG = 7
-
-_TAG_WIDTH, _TAG_LENGTH, _TAG_BITS, _TAG_COMPRESSION = 256, 257, 258, 259
-_TAG_PHOTOMETRIC, _TAG_SAMPLES, _TAG_PLANAR = 262, 277, 284
-_TAG_TILE_WIDTH, _TAG_TILE_LENGTH, _TAG_TILE_OFFSETS, _TAG_TILE_BYTE_COUNTS = 322, 323, 324, 325
-_TAG_SUBIFDS, _TAG_EXTRA_SAMPLES, _TAG_SAMPLE_FORMAT = 330, 338, 339
-_TAG_JPEG_TABLES, _TAG_ICC = 347, 34675
-
-# TIFF field type -> (struct code, size) for the integer types we read.
-_INT_TYPES: Final[dict[int, tuple[str, int]]] = {
-    1: ("B", 1),
-    3: ("H", 2),
-    4: ("I", 4),
-    13: ("I", 4),
-    16: ("Q", 8),
-    18: ("Q", 8),
-}
-# Size in bytes of one value of each TIFF field type (to tell inline values
-# from out-of-line ones).
-_TYPE_SIZES: Final[dict[int, int]] = {
-    1: 1,
-    2: 1,
-    3: 2,
-    4: 4,
-    5: 8,
-    6: 1,
-    7: 1,
-    8: 2,
-    9: 4,
-    10: 8,
-    11: 4,
-    12: 8,
-    13: 4,
-    16: 8,
-    17: 8,
-    18: 8,
-}
-_UNDEFINED, _BYTE = 7, 1
-_BLOCK = 64 * 1024
-# Bounds against hostile files: bytes read while parsing, directories walked,
-# JPEGTables size, one tile's size.
-_MAX_PARSE_BYTES = 16 * 1024 * 1024
-_MAX_IFDS = 1024
+# Bounds against hostile files: JPEGTables size, one tile's size.
 _MAX_TABLES_BYTES = 64 * 1024
 _MAX_TILE_BYTES = 32 * 1024 * 1024
-
-
-class _Reads:
-    """`reader` read in cached 64 KiB blocks while parsing one structure (not
-    thread-safe: one per parse). Raises DecodeError past the end of the file
-    or beyond the parse budget."""
-
-    def __init__(self, reader: ByteReader) -> None:
-        self._reader = reader
-        self._size = reader.size
-        self._blocks: dict[int, bytes] = {}
-
-    def get(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0 or offset + length > self._size:
-            raise DecodeError("TIFF field outside the file")
-        if length == 0:
-            return b""
-        first, last = offset // _BLOCK, (offset + length - 1) // _BLOCK
-        data = b"".join(self._block(i) for i in range(first, last + 1))
-        start = offset - first * _BLOCK
-        return data[start : start + length]
-
-    def _block(self, index: int) -> bytes:
-        block = self._blocks.get(index)
-        if block is None:
-            if (len(self._blocks) + 1) * _BLOCK > _MAX_PARSE_BYTES:
-                raise DecodeError("TIFF structure too large")
-            block = self._reader.read_at(index * _BLOCK, _BLOCK)
-            self._blocks[index] = block
-        return block
-
-
-@dataclass(frozen=True, slots=True)
-class _Field:
-    type: int
-    count: int
-    offset: int  # file offset of the value (inside the entry when it fits)
-
-
-@dataclass(frozen=True, slots=True)
-class _Ifd:
-    fields: dict[int, _Field]
-    next: int
-
-
-class _TiffFile:
-    """Reads directories and field values of a TIFF or BigTIFF."""
-
-    def __init__(self, reads: _Reads) -> None:
-        self._reads = reads
-        head = reads.get(0, 4)
-        if head[:2] == b"II":
-            self.bo = "<"
-        elif head[:2] == b"MM":
-            self.bo = ">"
-        else:
-            raise DecodeError("not a TIFF file")
-        (magic,) = struct.unpack(self.bo + "H", head[2:])
-        if magic == 42:
-            self.big = False
-            (self.first,) = struct.unpack(self.bo + "I", reads.get(4, 4))
-        elif magic == 43:
-            self.big = True
-            (self.first,) = struct.unpack(self.bo + "Q", reads.get(8, 8))
-        else:
-            raise DecodeError("not a TIFF file")
-
-    def ifd(self, offset: int) -> _Ifd:
-        bo, reads = self.bo, self._reads
-        if self.big:
-            (count,) = struct.unpack(bo + "Q", reads.get(offset, 8))
-            entry_size, start, inline = 20, offset + 8, 8
-        else:
-            (count,) = struct.unpack(bo + "H", reads.get(offset, 2))
-            entry_size, start, inline = 12, offset + 2, 4
-        if not 0 < count <= 4096:
-            raise DecodeError("corrupt TIFF directory")
-        raw = reads.get(start, count * entry_size)
-        fields: dict[int, _Field] = {}
-        for i in range(count):
-            at = i * entry_size
-            if self.big:
-                tag, typ, n = struct.unpack(bo + "HHQ", raw[at : at + 12])
-            else:
-                tag, typ, n = struct.unpack(bo + "HHI", raw[at : at + 8])
-            size = _TYPE_SIZES.get(typ, 1)
-            value_at = start + at + entry_size - inline
-            if n * size > inline:
-                (value_at,) = struct.unpack(
-                    bo + ("Q" if self.big else "I"), raw[at + entry_size - inline : at + entry_size]
-                )
-            fields[tag] = _Field(typ, n, value_at)
-        next_code, next_size = ("Q", 8) if self.big else ("I", 4)
-        (next_ifd,) = struct.unpack(
-            bo + next_code, reads.get(start + count * entry_size, next_size)
-        )
-        return _Ifd(fields, next_ifd)
-
-    def ints(self, ifd: _Ifd, tag: int, default: tuple[int, ...] = ()) -> tuple[int, ...]:
-        """The integer values of `tag` (at most 4096 of them), or `default`."""
-        f = ifd.fields.get(tag)
-        if f is None:
-            return default
-        if f.type not in _INT_TYPES or not 0 < f.count <= 4096:
-            raise DecodeError(f"unexpected type for TIFF tag {tag}")
-        code, size = _INT_TYPES[f.type]
-        data = self._reads.get(f.offset, f.count * size)
-        return tuple(struct.unpack(f"{self.bo}{f.count}{code}", data))
-
-    def array(self, ifd: _Ifd, tag: int) -> IntArray | None:
-        f = ifd.fields.get(tag)
-        if f is None or f.type not in (3, 4, 16):
-            return None
-        code, size = _INT_TYPES[f.type]
-        return IntArray(f.offset, f.count, code, size, self.bo)
-
-    def blob(self, ifd: _Ifd, tag: int, limit: int) -> bytes | None:
-        f = ifd.fields.get(tag)
-        if f is None:
-            return None
-        if f.type not in (_UNDEFINED, _BYTE) or f.count > limit:
-            raise DecodeError(f"unexpected TIFF tag {tag}")
-        return self._reads.get(f.offset, f.count)
 
 
 def _segments(data: bytes, start: int) -> Iterator[tuple[int, int, int]]:
@@ -351,38 +165,35 @@ def _tables_body(tables: bytes | None) -> bytes:
     return body
 
 
-def _jpeg_level(tiff: _TiffFile, ifd: _Ifd, level: Level, bands: int) -> JpegLevel | None:
-    """The passthrough description of `ifd`, or None if its tiles cannot be
-    passed through as they are."""
-    (compression,) = tiff.ints(ifd, _TAG_COMPRESSION, (1,))[:1]
-    (samples,) = tiff.ints(ifd, _TAG_SAMPLES, (1,))[:1]
-    bits = tiff.ints(ifd, _TAG_BITS, (1,))
-    (planar,) = tiff.ints(ifd, _TAG_PLANAR, (1,))[:1]
-    (photometric,) = tiff.ints(ifd, _TAG_PHOTOMETRIC, (-1,))[:1]
-    sample_format = tiff.ints(ifd, _TAG_SAMPLE_FORMAT, (1,))
+def _read_jpeg_level(page: TiffPage, level: Level, bands: int) -> Parser[JpegLevel | None]:
+    """The passthrough description of `page` (which holds `level`), or None
+    if its tiles cannot be passed through as they are."""
+    samples = page.samples
     if (
-        compression != _COMPRESSION_JPEG
+        page.compression != _COMPRESSION_JPEG
         or samples not in (1, 3)
         or samples != bands
-        or any(b != 8 for b in bits)
-        or any(f != 1 for f in sample_format)
-        or (planar != 1 and samples > 1)
-        or _TAG_EXTRA_SAMPLES in ifd.fields
+        or any(b != 8 for b in page.bits_per_sample)
+        or any(f != 1 for f in page.sample_format)
+        or (page.planar_configuration != 1 and samples > 1)
+        or page.has_extra_samples
         # libvips would apply a level's own profile; we cannot without decoding.
-        or _TAG_ICC in ifd.fields
+        or page.has_icc
+        or page.photometric is None
     ):
         return None
-    marker = _COLOUR_MARKERS.get((samples, photometric))
+    marker = _COLOUR_MARKERS.get((samples, page.photometric))
     if marker is None:
         return None  # MinIsWhite, palette, CMYK, ...: a reader would misread it
-    offsets = tiff.array(ifd, _TAG_TILE_OFFSETS)
-    counts = tiff.array(ifd, _TAG_TILE_BYTE_COUNTS)
+    offsets, counts = page.tile_offsets, page.tile_byte_counts
     if offsets is None or counts is None or level.tile_width <= 0 or level.tile_height <= 0:
         return None
     tiles = -(-level.width // level.tile_width) * -(-level.height // level.tile_height)
     if offsets.count < tiles or counts.count < tiles:
         return None
-    tables = _tables_body(tiff.blob(ifd, _TAG_JPEG_TABLES, _MAX_TABLES_BYTES))
+    tables = b""
+    if page.jpeg_tables is not None:
+        tables = _tables_body((yield from tiff.read_blob(page.jpeg_tables, _MAX_TABLES_BYTES)))
     return JpegLevel(
         width=level.width,
         height=level.height,
@@ -394,6 +205,28 @@ def _jpeg_level(tiff: _TiffFile, ifd: _Ifd, level: Level, bands: int) -> JpegLev
         tables=tables,
         marker=marker,
     )
+
+
+def _read_tile_index(info: ImageInfo) -> Parser[TileIndex | None]:
+    """:func:`parse_tile_index` as one parser, so that the structure walk and
+    the JPEGTables reads share one set of cached blocks."""
+    structure = yield from tiff.read_structure()
+    first, reduced = structure.pages[:1], structure.pages[1:] + structure.subifds
+    levels: list[JpegLevel | None] = []
+    for index, level in enumerate(info.levels):
+        want = (level.width, level.height, level.tile_width, level.tile_height)
+        matches = [
+            page
+            for page in (first if index == 0 else reduced)
+            if (page.width, page.height, page.tile_width, page.tile_height) == want
+        ]
+        jpeg = None
+        if len(matches) == 1:
+            jpeg = yield from _read_jpeg_level(matches[0], level, info.bands)
+        levels.append(jpeg)
+    if not any(levels):
+        return None
+    return TileIndex(tuple(levels))
 
 
 def parse_tile_index(reader: ByteReader, info: ImageInfo) -> TileIndex | None:
@@ -408,44 +241,10 @@ def parse_tile_index(reader: ByteReader, info: ImageInfo) -> TileIndex | None:
     """
     if info.format is not SourceFormat.TIFF:
         return None
-    tiff = _TiffFile(_Reads(reader))
-    pages: list[_Ifd] = []
-    seen: set[int] = set()
-    offset = tiff.first
-    while offset and offset not in seen and len(pages) < _MAX_IFDS:
-        seen.add(offset)
-        try:
-            page = tiff.ifd(offset)
-        except DecodeError:
-            if not pages:
-                raise
-            break  # a damaged later page does not spoil the levels before it
-        pages.append(page)
-        offset = page.next
-    if not pages:
-        return None
-    subifds = [tiff.ifd(o) for o in tiff.ints(pages[0], _TAG_SUBIFDS)[:_MAX_IFDS]]
-    reduced = pages[1:] + subifds
-
-    def geometry(ifd: _Ifd) -> tuple[int, ...]:
-        return tuple(
-            tiff.ints(ifd, tag, (0,))[0]
-            for tag in (_TAG_WIDTH, _TAG_LENGTH, _TAG_TILE_WIDTH, _TAG_TILE_LENGTH)
-        )
-
-    levels: list[JpegLevel | None] = []
-    for index, level in enumerate(info.levels):
-        want = (level.width, level.height, level.tile_width, level.tile_height)
-        if index == 0:
-            matches = [pages[0]] if geometry(pages[0]) == want else []
-        else:
-            matches = [ifd for ifd in reduced if geometry(ifd) == want]
-        levels.append(
-            _jpeg_level(tiff, matches[0], level, info.bands) if len(matches) == 1 else None
-        )
-    if not any(levels):
-        return None
-    return TileIndex(tuple(levels))
+    try:
+        return parse(_read_tile_index(info), reader)
+    except FormatError as exc:
+        raise DecodeError(str(exc)) from exc
 
 
 def _index_for(reader: ByteReader, info: ImageInfo, cache_key: tuple[str, str]) -> TileIndex | None:
@@ -455,7 +254,7 @@ def _index_for(reader: ByteReader, info: ImageInfo, cache_key: tuple[str, str]) 
         cache = _indexes
     try:
         index = parse_tile_index(reader, info)
-    except (DecodeError, struct.error):
+    except DecodeError:
         index = None  # not something we can pass through: remember that
     # Two threads may parse the same source at once; both get the same answer.
     with _lock:

@@ -47,32 +47,12 @@ from decoder.engines.vips import VipsEngine
 from decoder.plan import Box
 from decoder.sources.base import ByteReader, SourceUnavailable
 from tests.images import SourceSet, have_opj_compress, make_tiled_jp2, pattern
+from tests.readers import BytesReader
 
 ReaderFactory = Callable[[Path], ByteReader]
 Describe = Callable[[ByteReader], ImageInfo]
 
 pytestmark = pytest.mark.skipif(not have_opj_compress(), reason="needs opj_compress")
-
-
-class BytesReader:
-    """An in-memory ByteReader without a local path."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    @property
-    def size(self) -> int:
-        return len(self._data)
-
-    @property
-    def path(self) -> Path | None:
-        return None
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        return self._data[offset : offset + length]
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)

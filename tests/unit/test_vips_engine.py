@@ -33,6 +33,7 @@ from decoder.engines.vips import VipsEngine
 from decoder.plan import Box
 from decoder.sources.base import ByteReader
 from tests.images import SourceSet, make_pyramid_tiff, pattern
+from tests.readers import BytesReader
 
 ReaderFactory = Callable[[Path], ByteReader]
 Describe = Callable[[ByteReader], ImageInfo]
@@ -42,27 +43,6 @@ Describe = Callable[[ByteReader], ImageInfo]
 # the filters differ (DWT low-pass, TIFF pyramid box filter, JPEG DCT
 # scaling), the 64-pixel checkerboard edges show it most.
 LEVEL_TOLERANCE = 6.0
-
-
-class BytesReader:
-    """An in-memory ByteReader (no local path)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    @property
-    def size(self) -> int:
-        return len(self._data)
-
-    @property
-    def path(self) -> Path | None:
-        return None
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        return self._data[offset : offset + length]
-
-    def close(self) -> None:
-        pass
 
 
 def mean_abs_diff(a: Any, b: Any) -> float:
