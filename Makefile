@@ -42,6 +42,11 @@ format: $(STAMP)
 proto: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/gen_proto.sh
 
+# Side by side against IIPImage and the codec floor (~20 min on 2 cores); apt-gets
+# iipimage-server, lighttpd and wrk when missing; rewrites docs/benchmarks.md.
+bench: $(STAMP)
+	$(PY) -m bench --install
+
 # Container images: built where docker or podman runs, a clear skip elsewhere.
 images:
 	docker/build-images.sh

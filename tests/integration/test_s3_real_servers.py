@@ -61,6 +61,9 @@ def seaweedfs_endpoint(
         f"-filer.port={ports['f']}", f"-filer.port.grpc={ports['fg']}",
         "-filer", "-s3", f"-s3.port={ports['s']}", f"-s3.port.grpc={ports['sg']}",
         "-master.volumeSizeLimitMB=64", "-volume.max=8",
+        # Its Iceberg and Lance side ports are fixed by default: two instances
+        # (a test beside a benchmark) would collide. 0 switches them off.
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
     ]  # fmt: skip
     log = (data / "weed.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=data)

@@ -1,0 +1,443 @@
+"""From measurements to docs/benchmarks.md: ratio tables, absolute numbers, flags.
+
+Pure apart from `write_report`. Ratios compare mean requests per second over
+the runs of a step (higher than 1 means ours is faster); a step whose runs
+disagree by more than `DISAGREEMENT` is flagged, and so is every ratio that
+uses it, because on a shared machine one run can be slowed by a neighbour.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from bench.load import LoadResult
+from bench.profile import ProfileSummary
+
+DISAGREEMENT: Final = 0.20
+IIP: Final = "iipimage"
+LOCAL: Final = "ours-local"
+S3: Final = "ours-s3"
+FLOOR: Final = "floor"
+CASES: Final = (IIP, LOCAL, S3, FLOOR)
+CASE_TITLES: Final = {
+    IIP: "IIPImage",
+    LOCAL: "ours (local folder)",
+    S3: "ours (S3 +20 ms)",
+    FLOOR: "codec floor",
+}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One load step of one case in one run."""
+
+    case: str
+    image_type: str
+    kind: str
+    phase: str  # "cold" (each URL once, first touch) or "warm" (replayed)
+    concurrency: int
+    run: int
+    urls: int
+    result: LoadResult
+    peak_rss_bytes: int | None = None
+    # Work behind the server during the step, e.g. {"s3_gets": 12, "s3_body_bytes": ...}.
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "case": self.case,
+            "image_type": self.image_type,
+            "kind": self.kind,
+            "phase": self.phase,
+            "concurrency": self.concurrency,
+            "run": self.run,
+            "urls": self.urls,
+            "result": self.result.to_json(),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Measurement:
+        """The inverse of `to_json`."""
+        return cls(
+            case=data["case"],
+            image_type=data["image_type"],
+            kind=data["kind"],
+            phase=data["phase"],
+            concurrency=int(data["concurrency"]),
+            run=int(data["run"]),
+            urls=int(data["urls"]),
+            result=LoadResult.from_json(data["result"]),
+            peak_rss_bytes=data.get("peak_rss_bytes"),
+            extra={str(k): float(v) for k, v in data.get("extra", {}).items()},
+        )
+
+
+Key = tuple[str, str, str, int]  # image type, kind, phase, concurrency
+
+
+@dataclass
+class Aggregate:
+    """All runs of one case at one key."""
+
+    runs: list[LoadResult] = field(default_factory=list)
+    peak_rss_bytes: int = 0
+
+    @property
+    def rps(self) -> float:
+        """Mean requests per second over the runs."""
+        return statistics.fmean(r.rps for r in self.runs) if self.runs else 0.0
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / min of the runs' requests per second; 0 for one run."""
+        values = [r.rps for r in self.runs]
+        if len(values) < 2 or min(values) <= 0:
+            return 0.0 if len(values) < 2 else float("inf")
+        return max(values) / min(values) - 1
+
+    @property
+    def disagrees(self) -> bool:
+        """True when two runs differ by more than DISAGREEMENT."""
+        return self.spread > DISAGREEMENT
+
+    @property
+    def errors(self) -> int:
+        """Errors over all runs."""
+        return sum(r.errors for r in self.runs)
+
+    def median(self, attr: str) -> float:
+        """The median over runs of a LoadResult attribute (latencies)."""
+        return statistics.median(float(getattr(r, attr)) for r in self.runs) if self.runs else 0.0
+
+
+def aggregate(measurements: Iterable[Measurement]) -> dict[str, dict[Key, Aggregate]]:
+    """case -> key -> the runs measured there."""
+    table: dict[str, dict[Key, Aggregate]] = defaultdict(dict)
+    for m in measurements:
+        key = (m.image_type, m.kind, m.phase, m.concurrency)
+        agg = table[m.case].setdefault(key, Aggregate())
+        agg.runs.append(m.result)
+        agg.peak_rss_bytes = max(agg.peak_rss_bytes, m.peak_rss_bytes or 0)
+    return dict(table)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """numerator / denominator of mean requests per second, and whether to trust it."""
+
+    value: float
+    flagged: bool
+
+    def cell(self) -> str:
+        """Markdown cell text: the ratio with ``†`` if either side's runs disagree."""
+        return f"{self.value:.2f}{' †' if self.flagged else ''}"
+
+
+def ratio(num: Aggregate | None, den: Aggregate | None) -> Ratio | None:
+    """num / den, None when either is missing or a side measured nothing."""
+    # A side where nothing finished within the step has no rate to compare.
+    if num is None or den is None or num.rps <= 0 or den.rps <= 0:
+        return None
+    return Ratio(num.rps / den.rps, num.disagrees or den.disagrees)
+
+
+def floor_key(key: Key, cores: int) -> Key:
+    """The floor's key for a server key: the floor runs min(c, cores) processes
+    and has no caches, so one warm measurement per process count serves all."""
+    image_type, kind, _phase, concurrency = key
+    return (image_type, kind, "warm", min(concurrency, cores))
+
+
+def ratio_rows(
+    table: dict[str, dict[Key, Aggregate]], cores: int
+) -> list[tuple[Key, Ratio | None, Ratio | None, Ratio | None]]:
+    """(key, ours/IIPImage, ours/floor, S3/local) for every key we measured locally."""
+    ours = table.get(LOCAL, {})
+    rows = []
+    for key in sorted(ours, key=_sort_key):
+        rows.append(
+            (
+                key,
+                ratio(ours[key], table.get(IIP, {}).get(key)),
+                ratio(ours[key], table.get(FLOOR, {}).get(floor_key(key, cores))),
+                ratio(table.get(S3, {}).get(key), ours[key]),
+            )
+        )
+    return rows
+
+
+KIND_ORDER: Final = ("tiles", "thumbs", "full", "info")
+TYPE_ORDER: Final = ("jp2-tiled", "jp2-precincts", "tiff-pyramid", "jpeg-baseline")
+
+
+def _sort_key(key: Key) -> tuple[int, int, int, int]:
+    image_type, kind, phase, concurrency = key
+    t = TYPE_ORDER.index(image_type) if image_type in TYPE_ORDER else len(TYPE_ORDER)
+    k = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    return (t, k, 0 if phase == "cold" else 1, concurrency)
+
+
+def disagreements(table: dict[str, dict[Key, Aggregate]]) -> list[tuple[str, Key, Aggregate]]:
+    """Every (case, key) whose runs differ by more than DISAGREEMENT."""
+    found = []
+    for case in CASES:
+        for key, agg in sorted(table.get(case, {}).items(), key=lambda kv: _sort_key(kv[0])):
+            if agg.disagrees:
+                found.append((case, key, agg))
+    return found
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.0f}" if nbytes else "-"
+
+
+def _fmt_ratio(r: Ratio | None) -> str:
+    return r.cell() if r else "-"
+
+
+def _geomean(values: Sequence[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+def headline_markdown(table: dict[str, dict[Key, Aggregate]], cores: int) -> str:
+    """Per image type: geometric means of each ratio over request types and
+    concurrencies, cold and warm apart (info.json, which decodes nothing, apart too)."""
+    groups: dict[tuple[str, str], list[list[float]]] = defaultdict(lambda: [[], [], []])
+    for key, *ratios in ratio_rows(table, cores):
+        image_type, kind, phase, _c = key
+        label = "info.json" if kind == "info" else phase
+        for i, r in enumerate(ratios):
+            if r is not None:
+                groups[(image_type, label)][i].append(r.value)
+    lines = [
+        "| image type | requests | ours / IIPImage | ours / codec floor | S3 / local |",
+        "|---|---|---:|---:|---:|",
+    ]
+    order = {"cold": 0, "warm": 1, "info.json": 2}
+    for (image_type, label), columns in sorted(
+        groups.items(),
+        key=lambda kv: (_sort_key((kv[0][0], "tiles", "cold", 0))[0], order[kv[0][1]]),
+    ):
+        cells = [f"{_geomean(v):.2f}" if v else "-" for v in columns]
+        lines.append(f"| {image_type} | {label} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def ratios_markdown(table: dict[str, dict[Key, Aggregate]], cores: int) -> str:
+    """The ratio table."""
+    lines = [
+        "| image type | request | phase | c | ours / IIPImage | ours / codec floor | S3 / local |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for key, vs_iip, vs_floor, s3 in ratio_rows(table, cores):
+        image_type, kind, phase, c = key
+        lines.append(
+            f"| {image_type} | {kind} | {phase} | {c} | {_fmt_ratio(vs_iip)} | "
+            f"{_fmt_ratio(vs_floor)} | {_fmt_ratio(s3)} |"
+        )
+    return "\n".join(lines)
+
+
+def absolute_markdown(table: dict[str, dict[Key, Aggregate]]) -> str:
+    """Every case's numbers: req/s per run, latency percentiles, errors, memory."""
+    lines = [
+        "| image type | request | phase | c | case | req/s (per run) | p50 ms | p95 ms | p99 ms "
+        "| errors | MB/s | peak RSS MB |",
+        "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    keys = sorted({k for case in table.values() for k in case}, key=_sort_key)
+    for key in keys:
+        image_type, kind, phase, c = key
+        for case in CASES:
+            agg = table.get(case, {}).get(key)
+            if agg is None or not agg.runs:
+                continue
+            per_run = " / ".join(f"{r.rps:.1f}" for r in agg.runs)
+            flag = " †" if agg.disagrees else ""
+            mbps = statistics.fmean(r.bytes / r.duration_s for r in agg.runs if r.duration_s)
+            lines.append(
+                f"| {image_type} | {kind} | {phase} | {c} | {CASE_TITLES[case]} | "
+                f"{per_run}{flag} | {agg.median('p50_ms'):.1f} | {agg.median('p95_ms'):.1f} | "
+                f"{agg.median('p99_ms'):.1f} | {agg.errors} | {mbps / 1e6:.1f} | "
+                f"{_mb(agg.peak_rss_bytes)} |"
+            )
+    return "\n".join(lines)
+
+
+def s3_markdown(measurements: Iterable[Measurement]) -> str:
+    """S3 requests and bytes per IIIF request in the S3 case (when the proxy counted them)."""
+    per: dict[tuple[str, str, str, int], list[tuple[float, float, float]]] = defaultdict(list)
+    for m in measurements:
+        if m.case != S3 or "s3_requests" not in m.extra or not m.result.requests:
+            continue
+        n = m.result.requests
+        per[(m.image_type, m.kind, m.phase, m.concurrency)].append(
+            (
+                m.extra["s3_requests"] / n,
+                m.extra.get("s3_gets", 0.0) / n,
+                m.extra.get("s3_body_bytes", 0.0) / n,
+            )
+        )
+    if not per:
+        return "No S3 request counts (the S3 case did not run, or without the counting proxy)."
+    lines = [
+        "| image type | request | phase | c | S3 requests per IIIF request | of which GET "
+        "| KB fetched per IIIF request |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for key in sorted(per, key=_sort_key):
+        rows = per[key]
+        reqs = statistics.fmean(r[0] for r in rows)
+        gets = statistics.fmean(r[1] for r in rows)
+        kb = statistics.fmean(r[2] for r in rows) / 1000
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {reqs:.2f} | {gets:.2f} | {kb:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def profile_markdown(profiles: Sequence[ProfileSummary], top_categories: int = 10) -> str:
+    """Self-time shares per process."""
+    if not profiles:
+        return "No profile was taken (py-spy missing or `--no-profile`)."
+    parts = []
+    for p in profiles:
+        cpu = f"; the processes used {p.cpu_cores:.2f} cores" if p.cpu_cores is not None else ""
+        parts.append(
+            f"**{p.process}**: {p.samples} non-idle samples over {p.duration_s:.0f} s{cpu}\n"
+        )
+        parts.append("| where (innermost frame) | share of samples |\n|---|---:|")
+        parts.extend(f"| {c} | {s:.0%} |" for c, s in p.categories[:top_categories])
+        parts.append("\nTop frames:\n")
+        parts.extend(f"- {s:.0%} `{f}`" for f, s in p.top_frames[:8])
+        parts.append("")
+    return "\n".join(parts)
+
+
+@dataclass
+class Report:
+    """Everything docs/benchmarks.md shows."""
+
+    meta: dict[str, Any]
+    measurements: list[Measurement]
+    skipped: dict[str, str]
+    profiles: list[ProfileSummary]
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (what bench/results/*.json holds)."""
+        return {
+            "meta": self.meta,
+            "measurements": [m.to_json() for m in self.measurements],
+            "skipped": self.skipped,
+            "profiles": [p.to_json() for p in self.profiles],
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        """The inverse of `to_json`."""
+        return cls(
+            meta=data["meta"],
+            measurements=[Measurement.from_json(m) for m in data["measurements"]],
+            skipped=data["skipped"],
+            profiles=[ProfileSummary.from_json(p) for p in data["profiles"]],
+            notes=list(data.get("notes", [])),
+        )
+
+
+def render_markdown(report: Report, method: str) -> str:
+    """docs/benchmarks.md: what was measured, how, the ratios, the numbers, the profile."""
+    meta = report.meta
+    cores = int(meta.get("cores", 1))
+    table = aggregate(report.measurements)
+    flagged = disagreements(table)
+    out = [
+        "# Benchmarks: our stack against IIPImage and the codec floor",
+        "",
+        f"Measured {meta.get('date', '?')} with `{meta.get('command', 'python -m bench')}` "
+        f"({meta.get('wall_s', 0) / 60:.0f} minutes). Regenerate this file with `make bench`.",
+        "",
+        "## Machine and versions",
+        "",
+    ]
+    out.extend(f"- {k}: {v}" for k, v in meta.get("machine", {}).items())
+    out.extend(f"- {k}: {v}" for k, v in meta.get("versions", {}).items())
+    out.extend(["", "## Method", "", method.strip(), ""])
+    if report.skipped:
+        out.extend(["### Not measured in this run", ""])
+        out.extend(f"- {CASE_TITLES.get(c, c)}: {why}" for c, why in report.skipped.items())
+        out.append("")
+    out.extend(
+        [
+            "## In short",
+            "",
+            "Geometric means of the ratios below over request types (tiles, thumbnails, "
+            "full/max) and concurrencies; above 1: ours is faster.",
+            "",
+            headline_markdown(table, cores),
+            "",
+            "## Ratios",
+            "",
+            "Mean requests per second over the runs, as ratios (above 1: ours is faster; "
+            "ours / codec floor is the share of the codec's own speed we deliver). "
+            f"† marks a ratio with a side whose runs disagree by more than "
+            f"{DISAGREEMENT:.0%}. ours / codec floor compares with the floor run on "
+            f"min(c, {cores}) processes.",
+            "",
+            ratios_markdown(table, cores),
+            "",
+            "## Runs that disagree",
+            "",
+        ]
+    )
+    if flagged:
+        out.append(
+            f"{len(flagged)} steps' runs differ by more than {DISAGREEMENT:.0%} in requests "
+            "per second (shared, noisy machine): treat their ratios as rough."
+        )
+        out.append("")
+        out.extend(
+            f"- {CASE_TITLES[case]}, {key[0]} {key[1]} {key[2]} c={key[3]}: "
+            + " vs ".join(f"{r.rps:.1f}" for r in agg.runs)
+            + f" req/s ({agg.spread:.0%})"
+            for case, key, agg in flagged
+        )
+    else:
+        out.append(f"None: every step's runs agree within {DISAGREEMENT:.0%}.")
+    out.extend(["", "## Where our time goes", "", profile_markdown(report.profiles), ""])
+    out.extend(
+        [
+            "## What the S3 case asks of the store",
+            "",
+            "Counted by the latency proxy; warm requests are mostly served from the "
+            "decoder's block cache.",
+            "",
+            s3_markdown(report.measurements),
+            "",
+        ]
+    )
+    if report.notes:
+        out.extend(["## Notes", ""])
+        out.extend(f"- {n}" for n in report.notes)
+        out.append("")
+    out.extend(["## All numbers", "", absolute_markdown(table), ""])
+    return "\n".join(out)
+
+
+def write_report(report: Report, method: str, markdown_path: Path, json_path: Path) -> None:
+    """Write the markdown report and the raw JSON beside the results."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    markdown_path.write_text(render_markdown(report, method))

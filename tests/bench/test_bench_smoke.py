@@ -1,0 +1,71 @@
+"""The benchmark, end to end on tiny images: it must keep producing a report.
+
+Starts our real stack (and IIPImage, SeaweedFS when installed), so it is an
+integration test; it asserts that numbers were produced, never how fast.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.procs import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_smoke_run_writes_a_report_with_numbers(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            f"--out={report}",
+            f"--results={results}",
+            f"--cache={tmp_path / 'cache'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    text = report.read_text()
+    assert "## Ratios" in text
+    assert "## All numbers" in text
+    (raw,) = results.glob("*/results.json")
+    data = json.loads(raw.read_text())
+    ours = [m for m in data["measurements"] if m["case"] == "ours-local"]
+    floor = [m for m in data["measurements"] if m["case"] == "floor"]
+    # Every image type and request type was measured cold and warm on our stack...
+    kinds = {(m["image_type"], m["kind"], m["phase"]) for m in ours}
+    assert len(kinds) == 4 * 4 * 2
+    # ...without errors, and with real numbers.
+    assert all(m["result"]["errors"] == 0 for m in ours), [
+        (m["image_type"], m["kind"], m["phase"]) for m in ours if m["result"]["errors"]
+    ]
+    assert all(m["result"]["requests"] > 0 and m["result"]["rps"] > 0 for m in ours)
+    assert all(m["result"]["p50_ms"] > 0 for m in ours)
+    assert all(m["peak_rss_bytes"] > 0 for m in ours)
+    # The codec floor decoded every pixel request type of every image type.
+    assert {(m["image_type"], m["kind"]) for m in floor} == {
+        (t, k)
+        for t in ("jp2-tiled", "jp2-precincts", "tiff-pyramid", "jpeg-baseline")
+        for k in ("tiles", "thumbs", "full")
+    }
+    assert all(m["result"]["errors"] == 0 and m["result"]["requests"] > 0 for m in floor)
+    # Other cases either ran or say why not.
+    for case in ("iipimage", "ours-s3"):
+        ran = any(m["case"] == case for m in data["measurements"])
+        assert ran or case in data["skipped"], case
+    # The ratio table has a row per local measurement key, with a number against the floor.
+    assert "| jp2-tiled | tiles | warm | 1 |" in text
