@@ -15,6 +15,7 @@ from gateway.errors import AsgiApp
 from gateway.iiif.types import ApiVersion, Limits
 from gateway.metrics import MetricsResource
 from gateway.middleware import Cors, DecoderLifespan, RequestLog
+from gateway.render_cache import RenderCache
 from gateway.resources.context import MountContext
 from gateway.resources.health import Liveness, Readiness
 from gateway.resources.iiif import IIIFMount
@@ -55,9 +56,22 @@ def create_app(settings: GatewaySettings, client: DecoderClient | None = None) -
     middleware: list[object] = [DecoderLifespan(client), RequestLog(), Cors()]
     app: AsgiApp = falcon.asgi.App(middleware=middleware)  # type: ignore[arg-type]
     errors.register(app)
+    # One cache for both API versions: the canonical path differs per version,
+    # so their entries never collide.
+    render_cache = (
+        RenderCache(settings.render_cache_mb << 20, settings.render_cache_item_kb << 10)
+        if settings.render_cache_mb
+        else None
+    )
     for version, mount in MOUNTS.items():
         ctx = MountContext(
-            version, mount, client, limits, settings.public_base_url, settings.cache_control
+            version,
+            mount,
+            client,
+            limits,
+            settings.public_base_url,
+            settings.cache_control,
+            render_cache,
         )
         app.add_sink(IIIFMount(ctx), prefix=f"^{mount}(?=/)")
     app.add_route("/", Index())

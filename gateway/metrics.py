@@ -34,6 +34,10 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+RENDER_CACHE = Counter(
+    "iiif_gateway_render_cache_total", "Image requests by render cache outcome", ["outcome"]
+)
+
 
 def observe(route: str, status: int, seconds: float) -> None:
     REQUESTS.labels(route, str(status)).inc()

@@ -33,6 +33,10 @@ class GatewaySettings(BaseSettings):
     cache_control: str = "public, max-age=86400"
     request_timeout_s: float = Field(30.0, gt=0)
     retry_after_s: int = Field(2, ge=1)
+    # Rendered images kept in memory per gateway process (0 = off): viewers
+    # ask for the same tiles and thumbnails again and again.
+    render_cache_mb: int = Field(64, ge=0)
+    render_cache_item_kb: int = Field(512, ge=1)
     describe_cache_entries: int = Field(10_000, ge=1)
     describe_cache_ttl_s: float = Field(300.0, ge=0)
     workers: int = Field(1, ge=1)

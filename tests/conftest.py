@@ -87,6 +87,9 @@ def start_gateway(
     env = {
         "IIIF_GATEWAY_PORT": str(port),
         "IIIF_GATEWAY_DECODER_TARGET": decoder_target,
+        # Off unless a test asks for it: most tests are about what the
+        # decoders do with each request.
+        "IIIF_GATEWAY_RENDER_CACHE_MB": "0",
         **(extra_env or {}),
     }
     proc = processes.start("gateway", env, logs / f"{name}.log")

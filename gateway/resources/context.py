@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from gateway.decoder_client import DecoderClient
 from gateway.iiif.types import ApiVersion, Limits
+from gateway.render_cache import RenderCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,3 +19,4 @@ class MountContext:
     limits: Limits
     public_base: str | None
     cache_control: str
+    render_cache: RenderCache | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import falcon
 import falcon.asgi
 
+from gateway import metrics
 from gateway.conditional import etag_for, not_modified
 from gateway.decoder_client import ImageDescription, RenderStream, StaleDescription
 from gateway.iiif.canonical import canonical_path
@@ -50,11 +51,26 @@ class ImageResponder:
             return
         if req.method == "HEAD":
             return
+        cache = self._ctx.render_cache
+        key = (parsed.identifier, desc.version, canonical)
+        cached = cache.get(key) if cache is not None else None
+        if cache is not None:
+            metrics.RENDER_CACHE.labels("hit" if cached is not None else "miss").inc()
+        if cached is not None:
+            resp.content_type = cached.content_type
+            resp.data = cached.data
+            return
         stream = await self._render(parsed, desc, plan)
         resp.content_type = stream.content_type
         if stream.content_length is not None:
             resp.content_length = stream.content_length
-        resp.stream = stream.chunks
+        # The version in the key is the one the decoder rendered from.
+        key = (parsed.identifier, stream.version, canonical)
+        resp.stream = (
+            cache.tee(key, stream.content_type, stream.chunks)
+            if cache is not None
+            else stream.chunks
+        )
 
     async def _render(
         self, parsed: ImageRequest, desc: ImageDescription, plan: RenderPlan

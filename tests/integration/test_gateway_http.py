@@ -234,3 +234,36 @@ def test_request_id_travels_to_the_decoder_logs(http: httpx.Client, stack: Stack
         time.sleep(0.05)
     assert {line["rpc"] for line in lines} >= {"Render"}, "one JSON line per call, same id"
     assert all(line["code"] == "OK" for line in lines)
+
+
+def test_render_cache_serves_repeats_and_never_stale(stack: Stack, tmp_path: Path) -> None:
+    gateway, port = start_gateway(
+        stack.decoder_target,
+        tmp_path,
+        "gateway-cache",
+        {"IIIF_GATEWAY_RENDER_CACHE_MB": "16", "IIIF_GATEWAY_DESCRIBE_CACHE_TTL_S": "1"},
+    )
+    image = stack.image_root / "cache-me.png"
+    source = pyvips.Image.black(300, 200).new_from_image([200, 10, 10]).cast("uchar")
+    source.write_to_file(str(image))
+    url = f"http://127.0.0.1:{port}/iiif/3/cache-me/full/60,/0/default.png"
+    try:
+        first = httpx.get(url, timeout=30)
+        repeat = httpx.get(url, timeout=30)
+        assert first.status_code == repeat.status_code == 200
+        assert first.content == repeat.content
+        red = pyvips.Image.new_from_buffer(repeat.content, "").getpoint(5, 5)
+        # The image changes: once the description expires (1 s here) the new
+        # version keys new renders; the old version's entry is never served again.
+        source.new_from_image([10, 10, 200]).cast("uchar").write_to_file(str(image))
+        deadline = time.monotonic() + 10
+        blue = red
+        while time.monotonic() < deadline and blue == red:
+            changed = httpx.get(url, timeout=30)
+            blue = pyvips.Image.new_from_buffer(changed.content, "").getpoint(5, 5)
+            time.sleep(0.2)
+        assert red[0] > 150
+        assert blue[2] > 150, "a cached render of the old version must not be served"
+    finally:
+        processes.stop(gateway)
+        image.unlink()
