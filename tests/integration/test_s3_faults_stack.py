@@ -101,7 +101,11 @@ def _get(faulty: Faulty, path: str) -> httpx.Response:
     "fault", [Fault.ERROR_500, Fault.SLOW_DOWN_503, Fault.DROP_CONNECTION, Fault.SLOW_BODY]
 )
 def test_transient_faults_are_retried_to_success(faulty: Faulty, fault: Fault) -> None:
-    path = f"/iiif/3/sample-pyramid/0,0,512,512/{100 + list(Fault).index(fault)},/0/default.jpg"
+    size = 100 + list(Fault).index(fault)
+    path = f"/iiif/3/sample-pyramid/0,0,512,512/{size},/0/default.jpg"
+    if fault is Fault.SLOW_BODY:
+        # A body long enough that trickling it outlasts the per-GET timeout.
+        path = f"/iiif/3/sample-pyramid/full/{1000 + size},/0/default.jpg"
     faulty.proxy.reset()
     faulty.proxy.inject(fault, times=1, method="GET")
     resp = _get(faulty, path)
