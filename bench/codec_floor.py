@@ -37,85 +37,15 @@ from typing import Any, Final
 from bench.images import ImageType
 from bench.load import LoadResult, summarise
 from bench.workload import Region
+from decoder.engines.openjpeg import OpjDParameters, OpjImage, openjpeg
 
 VipsImage = Any  # pyvips is untyped
 
 OPJ_CODEC_JP2: Final = 2
-# opj_dparameters_t is opaque here: the library fills it in; it is ~20 KB in 2.5.
-_DPARAMETERS_BYTES: Final = 64 * 1024
 JPEG_SHRINKS: Final = (1, 2, 4, 8)
-
-
-class OpjImageComp(ctypes.Structure):
-    """opj_image_comp_t (openjpeg.h, 2.x)."""
-
-    _fields_ = [
-        ("dx", ctypes.c_uint32),
-        ("dy", ctypes.c_uint32),
-        ("w", ctypes.c_uint32),
-        ("h", ctypes.c_uint32),
-        ("x0", ctypes.c_uint32),
-        ("y0", ctypes.c_uint32),
-        ("prec", ctypes.c_uint32),
-        ("bpp", ctypes.c_uint32),
-        ("sgnd", ctypes.c_uint32),
-        ("resno_decoded", ctypes.c_uint32),
-        ("factor", ctypes.c_uint32),
-        ("data", ctypes.POINTER(ctypes.c_int32)),
-        ("alpha", ctypes.c_uint16),
-    ]
-
-
-class OpjImage(ctypes.Structure):
-    """opj_image_t (openjpeg.h, 2.x)."""
-
-    _fields_ = [
-        ("x0", ctypes.c_uint32),
-        ("y0", ctypes.c_uint32),
-        ("x1", ctypes.c_uint32),
-        ("y1", ctypes.c_uint32),
-        ("numcomps", ctypes.c_uint32),
-        ("color_space", ctypes.c_int),
-        ("comps", ctypes.POINTER(OpjImageComp)),
-        ("icc_profile_buf", ctypes.c_void_p),
-        ("icc_profile_len", ctypes.c_uint32),
-    ]
-
-
-@cache
-def openjpeg() -> ctypes.CDLL:
-    """libopenjp2 with the prototypes we call declared."""
-    lib = ctypes.CDLL("libopenjp2.so.7")
-    vp, image_pp = ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(OpjImage))
-    protos: dict[str, tuple[Any, list[Any]]] = {
-        "opj_version": (ctypes.c_char_p, []),
-        "opj_stream_create_default_file_stream": (vp, [ctypes.c_char_p, ctypes.c_int]),
-        "opj_stream_destroy": (None, [vp]),
-        "opj_create_decompress": (vp, [ctypes.c_int]),
-        "opj_destroy_codec": (None, [vp]),
-        "opj_set_default_decoder_parameters": (None, [vp]),
-        "opj_setup_decoder": (ctypes.c_int, [vp, vp]),
-        "opj_codec_set_threads": (ctypes.c_int, [vp, ctypes.c_int]),
-        "opj_read_header": (ctypes.c_int, [vp, vp, image_pp]),
-        "opj_set_decoded_resolution_factor": (ctypes.c_int, [vp, ctypes.c_uint32]),
-        "opj_set_decode_area": (
-            ctypes.c_int,
-            [vp, ctypes.POINTER(OpjImage), *([ctypes.c_int32] * 4)],
-        ),
-        "opj_decode": (ctypes.c_int, [vp, vp, ctypes.POINTER(OpjImage)]),
-        "opj_end_decompress": (ctypes.c_int, [vp, vp]),
-        "opj_image_destroy": (None, [ctypes.POINTER(OpjImage)]),
-    }
-    for name, (restype, argtypes) in protos.items():
-        fn = getattr(lib, name)
-        fn.restype = restype
-        fn.argtypes = argtypes
-    return lib
-
-
-def openjpeg_version() -> str:
-    """OpenJPEG's version string, e.g. ``2.5.0``."""
-    return bytes(openjpeg().opj_version()).decode()
+# The floor uses the decoder's own libopenjp2 binding (struct layouts checked
+# against openjpeg.h there), but none of the decoder's streaming or caching.
+_FILE_BUFFER_BYTES: Final = 1 << 20
 
 
 def _pyvips() -> Any:
@@ -135,15 +65,15 @@ def decode_jp2(path: Path, region: Region, reduce: int) -> VipsImage:
     as an 8-bit libvips image (OpenJPEG alone does the decoding)."""
     pyvips = _pyvips()
     lib = openjpeg()
-    stream = lib.opj_stream_create_default_file_stream(os.fsencode(path), 1)
+    stream = lib.opj_stream_create_file_stream(os.fsencode(path), _FILE_BUFFER_BYTES, 1)
     if not stream:
         raise RuntimeError(f"cannot open {path}")
     codec = lib.opj_create_decompress(OPJ_CODEC_JP2)
     image = ctypes.POINTER(OpjImage)()
     try:
-        params = ctypes.create_string_buffer(_DPARAMETERS_BYTES)
-        lib.opj_set_default_decoder_parameters(params)
-        if not lib.opj_setup_decoder(codec, params):
+        params = OpjDParameters()
+        lib.opj_set_default_decoder_parameters(ctypes.byref(params))
+        if not lib.opj_setup_decoder(codec, ctypes.byref(params)):
             raise RuntimeError("opj_setup_decoder failed")
         lib.opj_codec_set_threads(codec, 1)
         if not lib.opj_read_header(stream, codec, ctypes.byref(image)):
@@ -162,7 +92,7 @@ def decode_jp2(path: Path, region: Region, reduce: int) -> VipsImage:
             comp = img.comps[i]
             count = comp.w * comp.h
             # Copy the int32 plane out before opj_image_destroy frees it.
-            plane = (ctypes.c_int32 * count).from_address(ctypes.addressof(comp.data.contents))
+            plane = (ctypes.c_int32 * count).from_address(comp.data)
             bands.append(pyvips.Image.new_from_memory(bytes(plane), comp.w, comp.h, 1, "int"))
         out = bands[0].bandjoin(bands[1:]) if len(bands) > 1 else bands[0]
         return out.cast("uchar").copy(interpretation="srgb" if len(bands) >= 3 else "b-w")

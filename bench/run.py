@@ -42,6 +42,7 @@ from bench.report import (
 )
 from bench.s3 import s3_missing, start_s3_stack
 from bench.workload import ImageRequest, RequestKind, Source, build_workload, urls
+from decoder.engines.openjpeg import openjpeg
 
 Log = Callable[[str], None]
 Workloads = dict[ImageType, dict[RequestKind, list[ImageRequest]]]
@@ -480,7 +481,7 @@ def run(options: Options, log: Log = print) -> Report:
         ctx.skipped[S3] = why
     if FLOOR in opts.cases:
         try:
-            codec_floor.openjpeg()
+            openjpeg()
         except OSError as exc:
             ctx.skipped[FLOOR] = f"libopenjp2.so.7 not loadable: {exc}"
     for case, why in ctx.skipped.items():
