@@ -6,14 +6,21 @@
 set -euo pipefail
 
 missing=()
-have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
-
-vips_so=$(ldconfig -p 2>/dev/null | awk '/libvips\.so\.42 /{print $NF; exit}')
-if [ -z "$vips_so" ] || ! ldd "$vips_so" 2>/dev/null | grep -q libopenjp2; then
-  missing+=(libvips42)
-fi
+# Whole outputs are captured first: `cmd | grep -q` can end `cmd` with SIGPIPE,
+# which `pipefail` would report as a failure.
+libs=$(ldconfig -p 2>/dev/null || true)
+vips_so=$(awk '/libvips\.so\.42 /{print $NF; exit}' <<<"$libs")
+vips_deps=""
+[ -n "$vips_so" ] && vips_deps=$(ldd "$vips_so" 2>/dev/null || true)
+case "$vips_deps" in
+  *libopenjp2*) ;;
+  *) missing+=(libvips42) ;;
+esac
 command -v opj_compress >/dev/null 2>&1 || missing+=(libopenjp2-tools)
-have_lib 'libmagic\.so\.1 ' || missing+=(libmagic1)
+case "$libs" in
+  *"libmagic.so.1 "*) ;;
+  *) missing+=(libmagic1) ;;
+esac
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
