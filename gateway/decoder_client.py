@@ -145,6 +145,11 @@ class DecoderClient:
                     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
                     ("grpc.keepalive_time_ms", 30_000),
                     ("grpc.use_local_subchannel_pool", 1),
+                    # Decoders that start (or restart) after us are found within
+                    # about a second, not after gRPC's default backoff of up to 2 min.
+                    ("grpc.initial_reconnect_backoff_ms", 100),
+                    ("grpc.min_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", 1000),
                 ],
             )
             for _ in range(self._channel_count)
