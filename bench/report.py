@@ -385,6 +385,11 @@ def render_markdown(report: Report, method: str) -> str:
             "Geometric means of the ratios below over request types (tiles, thumbnails, "
             "full/max) and concurrencies; above 1: ours is faster.",
             "",
+            "Read `cold` as the decode path (every URL new to every server) and `warm` as "
+            "the caches: our gateway keeps rendered tiles and thumbnails in memory "
+            "(`IIIF_GATEWAY_RENDER_CACHE_MB`), IIPImage its own tile cache, so warm "
+            "steps and the warm profiles below mostly measure the HTTP path.",
+            "",
             headline_markdown(table, cores),
             "",
             "## Ratios",
