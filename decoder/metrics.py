@@ -117,6 +117,14 @@ def registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def serve_metrics(host: str, port: int) -> None:
-    """Expose /metrics over HTTP on `host:port` from a daemon thread."""
-    _start_http_server(port, addr=host, registry=registry())
+def serve_metrics(host: str, port: int) -> bool:
+    """Expose /metrics over HTTP on `host:port` from a daemon thread.
+
+    Returns False (and serves no metrics) when the port cannot be bound: a
+    busy metrics port must not keep the decoder itself from serving.
+    """
+    try:
+        _start_http_server(port, addr=host, registry=registry())
+    except OSError:
+        return False
+    return True

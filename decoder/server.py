@@ -152,8 +152,12 @@ async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     sampler = asyncio.create_task(metrics.run_sampler(service.admission, source))
-    if settings.metrics_port and serve_metrics:
-        metrics.serve_metrics(settings.host, settings.metrics_port)
+    if (
+        settings.metrics_port
+        and serve_metrics
+        and not metrics.serve_metrics(settings.host, settings.metrics_port)
+    ):
+        log.error("metrics port unavailable; serving without /metrics", port=settings.metrics_port)
     address = f"{settings.host}:{settings.port}"
     port = server.add_insecure_port(address)
     await server.start()

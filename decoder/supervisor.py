@@ -64,7 +64,10 @@ def supervise(settings: DecoderSettings) -> int:
     if settings.metrics_port:
         from decoder.metrics import serve_metrics
 
-        serve_metrics(settings.host, settings.metrics_port)
+        if not serve_metrics(settings.host, settings.metrics_port):
+            log.error(
+                "metrics port unavailable; serving without /metrics", port=settings.metrics_port
+            )
 
     stopping = False
 

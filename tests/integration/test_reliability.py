@@ -223,3 +223,17 @@ def test_gateway_drains_in_flight_requests_on_sigterm(stack: Stack, tmp_path: Pa
         assert gateway.wait(30) in (0, -signal.SIGTERM)
     finally:
         processes.stop(gateway)
+
+
+def test_a_busy_metrics_port_does_not_stop_the_decoder(image_root: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        decoder, _target = start_decoder(
+            image_root, tmp_path, "decoder-busy-metrics", {"IIIF_DECODER_METRICS_PORT": str(busy)}
+        )  # start_decoder waits until the decoder answers SERVING
+        try:
+            assert "metrics port unavailable" in (tmp_path / "decoder-busy-metrics.log").read_text()
+        finally:
+            processes.stop(decoder)
