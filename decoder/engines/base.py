@@ -110,3 +110,22 @@ class Engine(Protocol):
         and DecodeError when the source cannot be decoded.
         """
         ...
+
+
+def checked_level(info: ImageInfo, level: int, box: Box) -> Level:
+    """`info.levels[level]`, once `box` (that level's pixels) is known to be
+    non-empty and inside it; raises RenderError otherwise. Every engine's
+    load_region starts here."""
+    if not 0 <= level < len(info.levels):
+        raise RenderError(f"level {level} out of range")
+    lvl = info.levels[level]
+    if (
+        box.width < 1
+        or box.height < 1
+        or box.x < 0
+        or box.y < 0
+        or box.right > lvl.width
+        or box.bottom > lvl.height
+    ):
+        raise RenderError(f"box {box} outside level {level} ({lvl.width}x{lvl.height})")
+    return lvl

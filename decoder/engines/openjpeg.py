@@ -55,10 +55,10 @@ import pyvips
 from decoder.engines.base import (
     DecodeError,
     ImageInfo,
-    RenderError,
     SourceFormat,
     UnsupportedSource,
     VipsImage,
+    checked_level,
 )
 from decoder.engines.vips import VipsEngine, vips_error_message
 from decoder.formats import jp2
@@ -397,18 +397,7 @@ class OpenJpegEngine:
         """
         if info.format is not SourceFormat.JPEG2000:
             raise UnsupportedSource(f"OpenJpegEngine cannot read {info.format}")
-        if not 0 <= level < len(info.levels):
-            raise RenderError(f"level {level} out of range")
-        lvl = info.levels[level]
-        if (
-            box.width < 1
-            or box.height < 1
-            or box.x < 0
-            or box.y < 0
-            or box.right > lvl.width
-            or box.bottom > lvl.height
-        ):
-            raise RenderError(f"box {box} outside level {level} ({lvl.width}x{lvl.height})")
+        checked_level(info, level, box)
         image = self._decode(reader, info, level, box)
         if image is None:
             # No component on the reference grid's own pixel grid (every one

@@ -38,10 +38,10 @@ from decoder.engines.base import (
     DecodeError,
     ImageInfo,
     Level,
-    RenderError,
     SourceFormat,
     UnsupportedSource,
     VipsImage,
+    checked_level,
 )
 from decoder.engines.headers import (
     TiffPage,
@@ -226,18 +226,7 @@ class VipsEngine:
         it is computed. Raises RenderError for a level or box out of range
         and DecodeError if the source cannot be opened at that level.
         """
-        if not 0 <= level < len(info.levels):
-            raise RenderError(f"level {level} out of range")
-        lvl = info.levels[level]
-        if (
-            box.width < 1
-            or box.height < 1
-            or box.x < 0
-            or box.y < 0
-            or box.right > lvl.width
-            or box.bottom > lvl.height
-        ):
-            raise RenderError(f"box {box} outside level {level} ({lvl.width}x{lvl.height})")
+        lvl = checked_level(info, level, box)
         page, subifd, shrink = 0, -1, 1
         if info.format is SourceFormat.JPEG2000:
             page = level
