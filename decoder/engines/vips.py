@@ -148,7 +148,13 @@ def _callback_source(reader: ByteReader) -> Any:
 
     def on_read(length: int) -> bytes:
         nonlocal position
-        data: bytes = read(position, length)
+        try:
+            data: bytes = read(position, length)
+        except Exception:
+            # pyvips cannot carry an exception through libvips: end the
+            # stream (libvips then fails the load). A remote reader keeps
+            # the error (its `failure`) for the pipeline to raise instead.
+            return b""
         position += len(data)
         return data
 

@@ -19,7 +19,7 @@ from decoder.pipeline.quality import apply_quality
 from decoder.pipeline.resize import resize
 from decoder.pipeline.rotate import mirror_rotate, rotated_size
 from decoder.plan import Plan
-from decoder.sources.base import ByteReader
+from decoder.sources.base import ByteReader, SourceError
 
 Step = Callable[[VipsImage, Plan], VipsImage]
 
@@ -105,11 +105,23 @@ def run_pipeline(
             image = step(image, plan)
         if cancel is not None:
             image = _abort_when(image, cancel)
-        return encode(image, plan)
-    except pyvips.Error as exc:
+        data = encode(image, plan)
+    except (pyvips.Error, DecodeError) as exc:
         if cancel is not None and cancel.is_set():
             raise Cancelled("render cancelled") from exc
+        # A failed read inside the codec looks like a corrupt file to it.
+        failure = getattr(reader, "failure", None)
+        if isinstance(failure, SourceError):
+            raise failure from exc
+        if isinstance(exc, DecodeError):
+            raise
         raise DecodeError(vips_error_message(exc)) from exc
+    failure = getattr(reader, "failure", None)
+    if isinstance(failure, SourceError):
+        # Some loaders take a failed read for the end of a truncated file
+        # and decode grey: never hand that out as the image.
+        raise failure
+    return data
 
 
 __all__ = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decoder import levelcache
 from decoder.engines.base import DecodeError, Engine, ImageInfo, RenderError, VipsImage
 from decoder.levelcache import LevelCache
+from decoder.pipeline.prefetch import announce
 from decoder.plan import Box, Plan
 from decoder.sources.base import ByteReader
 
@@ -73,11 +74,15 @@ def load_region(
     cache = level_cache if level_cache is not None else levelcache.shared()
     lvl = info.levels[level]
     if cache_key is None or not cache.accepts(lvl, info.bands, info.bits_per_sample // 8):
+        announce(reader, info, level, box)
         return engine.load_region(reader, info, level, box)
-    whole = cache.get_or_load(
-        (*cache_key, level),
-        lambda: engine.load_region(reader, info, level, Box(0, 0, lvl.width, lvl.height)),
-    )
+
+    def load_whole() -> VipsImage:
+        whole = Box(0, 0, lvl.width, lvl.height)
+        announce(reader, info, level, whole)
+        return engine.load_region(reader, info, level, whole)
+
+    whole = cache.get_or_load((*cache_key, level), load_whole)
     if (whole.width, whole.height) != (lvl.width, lvl.height):
         raise DecodeError("cached level does not match the image's description")
     # Always a new image: the pipeline sets progress signals and the kill flag

@@ -81,20 +81,25 @@ class BlockCache:
     def peek_span(
         self, location: str, version: str, start: int, end: int, block_size: int, size: int
     ) -> bytes | None:
-        """Bytes `[start, end)` of an object of `size` bytes if the one aligned
-        `block_size` block holding them all is cached, else None. For index
+        """Bytes `[start, end)` of an object of `size` bytes if the aligned
+        `block_size` blocks holding them are all cached, else None. For index
         builders, whose small reads blocks fetched earlier often hold; does
         not count as a hit or miss."""
-        first = start // block_size
-        if end <= start or (end - 1) // block_size != first:
+        if end <= start:
             return None
-        block_start = first * block_size
-        key = RangeKey(location, version, block_start, min(block_start + block_size, size))
+        first, last = start // block_size, (end - 1) // block_size
+        blocks: list[bytes] = []
         with self._lock:
-            data = self._entries.get(key)
-        if data is None:
-            return None
-        return data[start - block_start : end - block_start]
+            for i in range(first, last + 1):
+                block_start = i * block_size
+                key = RangeKey(location, version, block_start, min(block_start + block_size, size))
+                data = self._entries.get(key)
+                if data is None:
+                    return None
+                blocks.append(data)
+        joined = blocks[0] if len(blocks) == 1 else b"".join(blocks)
+        offset = first * block_size
+        return joined[start - offset : end - offset]
 
     def clear(self) -> None:
         """Drop everything (tests use it to start cold)."""

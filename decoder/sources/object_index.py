@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from decoder.formats import FormatError, jp2, run_async, tiff
+from decoder.sources.layout import Jp2Layout, Range, TiffDirectory, TiffLayout
 
 ReadFn = Callable[[int, int], Awaitable[bytes]]
 """`read(offset, length)`: exactly `length` bytes (fewer only at the end)."""
@@ -50,6 +51,7 @@ MAX_TAIL: Final = 64 * 1024
 # libtiff peeks at the start of each directory's first tile or strip when it
 # reads the directory (JPEG subsampling fix-up): the index keeps these bytes.
 _FIRST_DATA_PEEK: Final = 4096
+_ROWS_PER_STRIP: Final = 278
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +61,15 @@ class ObjectIndex:
     `known` is sorted, non-overlapping `(start, bytes)`; `segments` is
     sorted, non-overlapping `(start, end)` byte ranges of data; `tiled` says
     whether the data is cut into many independently decodable pieces (a
-    JPEG 2000 file with several tiles, a tiled or stripped TIFF).
+    JPEG 2000 file with several tiles, a tiled or stripped TIFF). `layout`
+    maps image geometry to data ranges (see decoder.sources.layout).
     """
 
     kind: Literal["jp2", "j2k", "tiff"]
     known: tuple[tuple[int, bytes], ...]
     segments: tuple[tuple[int, int], ...]
     tiled: bool
+    layout: Jp2Layout | TiffLayout | None = None
     _known_starts: list[int] = field(init=False, repr=False, compare=False)
     _segment_starts: list[int] = field(init=False, repr=False, compare=False)
 
@@ -139,6 +143,7 @@ def _finish(
     known: list[tuple[int, bytes]],
     segments: list[tuple[int, int]],
     tiled: bool,
+    layout: Jp2Layout | TiffLayout | None,
 ) -> ObjectIndex:
     """Sort, merge adjacent known ranges, drop overlapping segments."""
     merged: list[tuple[int, bytes]] = []
@@ -158,7 +163,7 @@ def _finish(
         if clean and start < clean[-1][1]:
             continue  # shared or overlapping data: leave it to plain blocks
         clean.append((start, end))
-    return ObjectIndex(kind, tuple(merged), tuple(clean), tiled)
+    return ObjectIndex(kind, tuple(merged), tuple(clean), tiled, layout)
 
 
 # -- JPEG 2000 ---------------------------------------------------------------
@@ -202,12 +207,16 @@ async def _index_jpeg2000(read: ReadFn, size: int) -> ObjectIndex | None:
         parts = [await with_header(part) for part in chain]
         last_end = chain[-1].end if chain else main.end
     segments: list[tuple[int, int]] = []
+    tiles: dict[int, list[Range]] = {}
     for part, header in parts:
         known.append((part.start, header))
         segments.append((part.body, part.end))
+        tiles.setdefault(part.tile, []).append((part.body, part.end))
     tail_end = size if size - last_end <= MAX_TAIL else min(size, last_end + 2)
     known.append((last_end, await read(last_end, tail_end - last_end)))
-    return _finish("jp2" if start else "j2k", known, segments, tiled=main.header.tiled)
+    layout = Jp2Layout(main.header, {tile: tuple(r) for tile, r in tiles.items()})
+    kind: Literal["jp2", "j2k"] = "jp2" if start else "j2k"
+    return _finish(kind, known, segments, main.header.tiled, layout)
 
 
 # -- TIFF --------------------------------------------------------------------
@@ -225,6 +234,7 @@ async def _index_tiff(read: ReadFn, size: int) -> ObjectIndex:
     header = await run_async(tiff.read_header(), read, size)
     known = [(0, await read(0, header.length))]
     segments: list[tuple[int, int]] = []
+    directories: dict[int, tuple[TiffDirectory | None, tuple[int, ...], int]] = {}
     queue, seen, tiled = collections.deque([header.first_ifd]), set[int](), False
     while queue:
         offset = queue.popleft()
@@ -238,6 +248,7 @@ async def _index_tiff(read: ReadFn, size: int) -> ObjectIndex:
         # libtiff reads every value of a directory it opens, wanted or not.
         values = await run_async(tiff.read_values(ifd, MAX_KNOWN_BYTES), read, size)
         known.extend((f.offset, values[f.tag]) for f in ifd.fields.values() if f.inline is None)
+        grid: TiffDirectory | None = None
         for offsets_tag, counts_tag in _DATA_TAGS:
             offsets = _ints(header, ifd, values, offsets_tag)
             counts = _ints(header, ifd, values, counts_tag)
@@ -247,9 +258,59 @@ async def _index_tiff(read: ReadFn, size: int) -> ObjectIndex:
             if pieces:
                 start, end = pieces[0]
                 known.append((start, await read(start, min(end - start, _FIRST_DATA_PEEK))))
-        queue.extend(_ints(header, ifd, values, tiff.SUB_IFDS))
+            if offsets and len(offsets) == len(counts):
+                grid = _grid(header, ifd, values, offsets_tag, offsets, counts, size) or grid
+        subifds = _ints(header, ifd, values, tiff.SUB_IFDS)
+        directories[offset] = (grid, subifds, ifd.next)
+        queue.extend(subifds)
         queue.append(ifd.next)
-    return _finish("tiff", known, segments, tiled)
+    return _finish("tiff", known, segments, tiled, _tiff_layout(header.first_ifd, directories))
+
+
+def _grid(
+    header: tiff.TiffHeader,
+    ifd: tiff.Ifd,
+    values: dict[int, bytes],
+    offsets_tag: int,
+    offsets: tuple[int, ...],
+    counts: tuple[int, ...],
+    size: int,
+) -> TiffDirectory | None:
+    """The grid of a directory whose pieces are `offsets` / `counts`."""
+    width = _ints(header, ifd, values, tiff.IMAGE_WIDTH)
+    height = _ints(header, ifd, values, tiff.IMAGE_LENGTH)
+    if not width or not height:
+        return None
+    if offsets_tag == tiff.TILE_OFFSETS:
+        tw = _ints(header, ifd, values, tiff.TILE_WIDTH)
+        th = _ints(header, ifd, values, tiff.TILE_LENGTH)
+        if not tw or not th:
+            return None
+        tile = (tw[0], th[0])
+    else:
+        rows = _ints(header, ifd, values, _ROWS_PER_STRIP)
+        tile = (width[0], min(rows[0], height[0]) if rows else height[0])
+    pieces = tuple((o, min(o + c, size)) for o, c in zip(offsets, counts, strict=True))
+    return TiffDirectory(width[0], height[0], tile[0], tile[1], pieces)
+
+
+def _tiff_layout(
+    first: int, directories: dict[int, tuple[TiffDirectory | None, tuple[int, ...], int]]
+) -> TiffLayout | None:
+    """Pages (the main chain from `first`) and their SubIFDs, or None when
+    a directory on the way has no usable grid."""
+    pages: list[TiffDirectory] = []
+    subifds: list[tuple[TiffDirectory, ...]] = []
+    offset, seen = first, set[int]()
+    while offset and offset in directories and offset not in seen:
+        seen.add(offset)
+        grid, subs, offset = directories[offset]
+        children = [directories[s][0] for s in subs if s in directories]
+        if grid is None or any(c is None for c in children):
+            return None
+        pages.append(grid)
+        subifds.append(tuple(c for c in children if c is not None))
+    return TiffLayout(tuple(pages), tuple(subifds)) if pages else None
 
 
 def _ints(

@@ -19,7 +19,10 @@ What it fetches, measured to matter with 20 ms per GET:
   come from the index without a request and a read inside a data segment
   fetches exactly that segment;
 * "short" reads (:meth:`BlockReader.read_some`) return only what has already
-  arrived, so the decoder works while later blocks are still downloading.
+  arrived, so the decoder works while later blocks are still downloading;
+* announced ranges (:meth:`BlockReader.will_need`, from the render plan and
+  the index's layout): fetched before the codec asks, coalesced into few
+  GETs run in parallel, instead of one round trip per tile as it reads.
 
 Blocks go through the shared :class:`BlockCache` and a table of in-flight
 fetches, so concurrent requests for one image do not fetch a block twice.
@@ -38,14 +41,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from decoder.budget import ByteBudget
-from decoder.sources.base import SourceUnavailable
+from decoder.sources.base import SourceError, SourceUnavailable
 from decoder.sources.blockcache import BlockCache, RangeKey
+from decoder.sources.layout import coalesce
 from decoder.sources.object_index import ObjectIndex, accepts_short_reads
 
 T = TypeVar("T")
@@ -76,6 +80,14 @@ class ReadPolicy:
     max_segment_bytes: int = 4 << 20
     # How long a worker thread waits for one read before giving up.
     read_timeout_s: float = 60.0
+    # Announced ranges this close together are fetched with one GET (the
+    # bytes between cost less than another request); a GET spans at most
+    # max_run_bytes, and less when that keeps max_concurrent GETs busy.
+    coalesce_gap: int = 128 << 10
+    max_run_bytes: int = 8 << 20
+    # Objects up to this size are fetched whole (in parallel blocks) to build
+    # their index: one round trip instead of one per structure read.
+    index_preload_bytes: int = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,12 +175,14 @@ class BlockReader:
         self._returned = 0
         self._index = index
         self._held: dict[tuple[int, int], asyncio.Task[bytes]] = {}
+        self._runs: set[asyncio.Task[None]] = set()
         self._limit = asyncio.Semaphore(policy.max_concurrent)
         self._short_ok: bool | None = None  # decided from the first bytes
         self._last_end = -1
         self._sequential = 0
         self._closed = False
         self._close_lock = threading.Lock()
+        self._failure: SourceError | None = None
         # Called on the loop once the reader is closed (the source uses it
         # to build the object index from the blocks this request fetched).
         self.on_close: Callable[[], None] | None = None
@@ -197,6 +211,14 @@ class BlockReader:
         """The object index this reader uses, if any."""
         return self._index
 
+    @property
+    def failure(self) -> SourceError | None:
+        """The first source error a read raised. Codec libraries that call
+        reads through C (libvips' custom sources) swallow it and report a
+        corrupt file; the pipeline raises this instead, so an overloaded
+        or unavailable store is not mistaken for a bad image."""
+        return self._failure
+
     def read_at(self, offset: int, length: int) -> bytes:
         """Exactly `length` bytes at `offset` (fewer only at the end). Blocks.
 
@@ -214,6 +236,23 @@ class BlockReader:
         codec loops; libtiff does not): for others this is :meth:`read_at`.
         Raises as :meth:`read_at`."""
         return self._call(lambda: self._read(offset, length, short=True))
+
+    def will_need(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Hint that the codec will read these `(start, end)` ranges soon:
+        fetch them now, coalesced into few parallel GETs, as far as the
+        memory budget has room. Returns at once; callable from any thread.
+        Ranges must be data segments of the index (bigger ones are left to
+        block reads)."""
+        if self._closed or not ranges:
+            return
+        wanted = list(ranges)
+        if threading.get_ident() == self._loop_thread:
+            self._prefetch(wanted)
+        else:
+            # Queued before any read this thread makes next, so that read
+            # finds the fetch already started.
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._prefetch, wanted)
 
     def close(self) -> None:
         """Cancel outstanding fetches and release the reservation; idempotent,
@@ -238,19 +277,25 @@ class BlockReader:
         coro: Coroutine[Any, Any, bytes] = make()
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return future.result(self._policy.read_timeout_s)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise SourceUnavailable(
-                f"no data from storage within {self._policy.read_timeout_s:g}s"
-            ) from None
-        except concurrent.futures.CancelledError:
-            raise SourceUnavailable("read cancelled (reader closed)") from None
+            try:
+                return future.result(self._policy.read_timeout_s)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise SourceUnavailable(
+                    f"no data from storage within {self._policy.read_timeout_s:g}s"
+                ) from None
+            except concurrent.futures.CancelledError:
+                raise SourceUnavailable("read cancelled (reader closed)") from None
+        except SourceError as exc:
+            if self._failure is None:
+                self._failure = exc
+            raise
 
     def _close_on_loop(self) -> None:
-        for task in self._held.values():
+        for task in [*self._held.values(), *self._runs]:
             task.cancel()
         self._held.clear()
+        self._runs.clear()
         self._budget.release(self._reserved)
         self._reserved = 0
         self._used = 0
@@ -342,6 +387,87 @@ class BlockReader:
             if self._ensure(self._block(start), speculative=True) is None:
                 break  # no free budget now: read-ahead is optional
 
+    def _prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        if self._closed:
+            return
+        policy, obj = self._policy, self._obj
+        todo: list[tuple[int, int]] = []
+        for start, end in ranges:
+            if not 0 <= start < end <= obj.size or end - start > policy.max_segment_bytes:
+                continue
+            key = RangeKey(obj.location, obj.version, start, end)
+            if (start, end) in self._held or self._inflight.get(key) is not None:
+                continue
+            if self._cached(key) is None:
+                todo.append((start, end))
+        if not todo:
+            return
+        total = sum(end - start for start, end in todo)
+        max_run = max(
+            policy.block_size, min(policy.max_run_bytes, -(-total // policy.max_concurrent))
+        )
+        for run in coalesce(todo, policy.coalesce_gap, max_run):
+            span = (run[0][0], max(end for _, end in run))
+            # Room for the bytes and for the codec's copy of them, so that
+            # announcing never leaves the decode itself without room.
+            if not self._try_charge(2 * (span[1] - span[0])):
+                break  # no room now: the rest is read on demand
+            self._uncharge(span[1] - span[0])
+            futures = {
+                rng: self._inflight.start(RangeKey(obj.location, obj.version, *rng)) for rng in run
+            }
+            task = self._loop.create_task(self._fetch_run(span, futures))
+            self._runs.add(task)
+            task.add_done_callback(self._runs.discard)
+            for rng in futures:
+                # Readers of these ranges join the run's fetch (via the
+                # in-flight table); their bytes are charged with the run.
+                self._held[rng] = self._loop.create_task(self._load(rng, charged=True))
+                self._held[rng].add_done_callback(self._loaded)
+
+    def _cached(self, key: RangeKey) -> bytes | None:
+        """`key`'s bytes from the cache: cached as this range, or within
+        cached aligned blocks (an index build or a block read fetched them)."""
+        data = self._cache.get(key)
+        if data is None:
+            data = self._cache.peek_span(
+                key.location,
+                key.version,
+                key.start,
+                key.end,
+                self._policy.block_size,
+                self._obj.size,
+            )
+        return data
+
+    async def _fetch_run(
+        self, span: tuple[int, int], futures: dict[tuple[int, int], asyncio.Future[bytes]]
+    ) -> None:
+        obj = self._obj
+        try:
+            async with self._limit:
+                data = await self._fetcher.fetch(*span)
+            self.gets += 1
+            self.bytes_fetched += len(data)
+            for (start, end), future in futures.items():
+                piece = data[start - span[0] : end - span[0]]
+                self._cache.put(RangeKey(obj.location, obj.version, start, end), piece)
+                future.set_result(piece)
+        except asyncio.CancelledError:
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(_Abandoned("fetch abandoned"))
+            raise
+        except Exception as exc:  # handed to every reader of the run, not raised
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            for rng, future in futures.items():
+                self._inflight.finish(RangeKey(obj.location, obj.version, *rng))
+                if future.done() and not future.cancelled():
+                    future.exception()  # mark retrieved: nobody may be waiting
+
     def _ensure(self, rng: tuple[int, int], speculative: bool) -> asyncio.Task[bytes] | None:
         """The task loading `rng`, started if needed. Speculative loads only
         start if their bytes fit in the budget right now."""
@@ -371,7 +497,7 @@ class BlockReader:
         if not charged:
             await self._charge(end - start)
         key = RangeKey(self._obj.location, self._obj.version, start, end)
-        data = self._cache.get(key)
+        data = self._cached(key)
         if data is not None:
             return data
         shared = self._inflight.get(key)
@@ -506,6 +632,37 @@ class IndexReads:
                 raise
             future.set_result(data)
         return await future
+
+    async def preload(self, concurrency: int) -> None:
+        """Fetch the whole object into the block cache, as parallel aligned
+        blocks (one round trip), so the build reads from memory. Worth it for
+        objects small enough: a chain of structure reads otherwise costs a
+        round trip each (a JPEG 2000 file has a tile-part header every few
+        dozen KiB). The bytes count against the budget until :meth:`release`."""
+        size, step = self._obj.size, self._block_size
+        missing = [
+            start
+            for start in range(0, size, step)
+            if self._cache.get(self._key(start, min(start + step, size))) is None
+        ]
+        if not missing:
+            return
+        total = sum(min(start + step, size) - start for start in missing)
+        await self._budget.acquire(total)
+        self._reserved += total
+        limit = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(start: int) -> None:
+            end = min(start + step, size)
+            async with limit:
+                data = await self._fetcher.fetch(start, end)
+            self.gets += 1
+            self._cache.put(self._key(start, end), data)
+
+        await asyncio.gather(*(one(start) for start in missing))
+
+    def _key(self, start: int, end: int) -> RangeKey:
+        return RangeKey(self._obj.location, self._obj.version, start, end)
 
     def release(self) -> None:
         """Give back every byte this build reserved."""

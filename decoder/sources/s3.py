@@ -306,6 +306,8 @@ class S3Source(Source):
             obj, _Fetcher(self, located), self.cache, self.budget, self._config.policy.block_size
         )
         try:
+            if obj.size <= self._config.policy.index_preload_bytes:
+                await reads.preload(self._config.policy.max_concurrent)
             index = await build_index(reads.read, obj.size)
         except SourceError:
             return  # try again on a later request

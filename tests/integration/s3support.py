@@ -21,7 +21,7 @@ import pyvips
 from moto.server import ThreadedMotoServer
 
 from decoder.admission import Admission
-from decoder.engines.registry import default_registry
+from decoder.engines.registry import EngineRegistry, default_registry
 from decoder.service import ImageService
 from decoder.sources.readahead import ReadPolicy
 from decoder.sources.s3 import S3Config, S3Source
@@ -177,11 +177,14 @@ def decode_pool() -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
-def image_service(source: Any, pool: ThreadPoolExecutor, slots: int = 4) -> ImageService:
-    """The production ImageService over `source`."""
+def image_service(
+    source: Any, pool: ThreadPoolExecutor, slots: int = 4, engines: EngineRegistry | None = None
+) -> ImageService:
+    """The production ImageService over `source`, with libvips for every
+    format unless `engines` says otherwise."""
     return ImageService(
         source=source,
-        engines=default_registry(),
+        engines=engines if engines is not None else default_registry(),
         executor=pool,
         admission=_admission(slots),
         describe_cache_entries=64,

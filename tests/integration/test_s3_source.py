@@ -6,16 +6,20 @@ Assertions are about work (GETs, bytes, budget), never about time.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from decoder import levelcache
 from decoder.budget import SourceOverloaded
 from decoder.engines.base import ImageInfo
+from decoder.engines.registry import registry_for
 from decoder.plan import Box, OutputFormat, Plan
 from decoder.service import ImageService
-from decoder.sources.base import InvalidIdentifier, ObjectNotFound, SourceUnavailable
+from decoder.sources.base import InvalidIdentifier, ObjectNotFound, ObjectStat, SourceUnavailable
 from decoder.sources.filesystem import FilesystemSource
+from decoder.sources.readahead import ReadPolicy
 from decoder.sources.s3 import S3Source, SourceAccessDenied
 from tests.integration import s3support
 from tests.integration.s3support import S3Images, image_service, s3_source
@@ -29,6 +33,15 @@ s3_images = s3support.s3_images
 proxy = s3support.proxy
 fresh_proxy = s3support.fresh_proxy
 decode_pool = s3support.decode_pool
+
+
+@pytest.fixture(autouse=True)
+def no_level_cache() -> Iterator[None]:
+    # Decoded small levels would answer from memory and hide the reads
+    # these tests count: every render here decodes from the source.
+    levelcache.configure(max_bytes=0)
+    yield
+    levelcache.configure()
 
 
 def tile_plan(x: int, y: int, size: int = 256) -> object:
@@ -199,6 +212,76 @@ async def test_pyramid_tiff_tile_with_warm_index(
         assert got < size / 10
     finally:
         await source.aclose()
+
+
+async def test_whole_tiled_jp2_with_warm_index_is_a_few_parallel_gets(
+    fresh_proxy: ProxyThread, s3_images: S3Images, decode_pool: ThreadPoolExecutor
+) -> None:
+    # The production engine (OpenJPEG direct): the render announces every
+    # tile-part it will read, fetched as a few coalesced GETs, not one each.
+    engines = registry_for()
+    source = s3_source(fresh_proxy.url)
+    try:
+        service = image_service(source, decode_pool, engines=engines)
+        await _warm(source, service, "tiled")
+        fresh_proxy.reset()
+        data = await render(service, "tiled", full_plan(1024))
+        local_service = image_service(
+            FilesystemSource(s3_images.root), decode_pool, engines=engines
+        )
+        assert data == await render(local_service, "tiled", full_plan(1024))
+        gets = [r for r in fresh_proxy.records() if r.method == "GET"]
+        size = s3_images.size("tiled")
+        print(f"tiled JP2 whole image, warm index: {len(gets)} GETs, of {size} bytes")
+        index = source.index_of(*_key(await source.stat("tiled")))
+        assert index is not None
+        assert len(index.segments) == 16  # one tile-part per 256 px tile
+        assert len(gets) <= ReadPolicy().max_concurrent
+        assert sum(r.body_bytes for r in gets) <= size  # no byte twice
+    finally:
+        await source.aclose()
+
+
+async def test_whole_tiff_level_with_warm_index_is_one_round_trip(
+    fresh_proxy: ProxyThread, s3_images: S3Images, decode_pool: ThreadPoolExecutor
+) -> None:
+    source = s3_source(fresh_proxy.url)
+    try:
+        service = image_service(source, decode_pool)
+        await _warm(source, service, "pyramid")
+        fresh_proxy.reset()
+        data = await render(service, "pyramid", full_plan(1024))
+        assert data == await local(s3_images, decode_pool, "pyramid", full_plan(1024))
+        gets = [r for r in fresh_proxy.records() if r.method == "GET"]
+        print(f"pyramid TIFF level 0 whole, warm index: {len(gets)} GETs")
+        # 16 tiles stored one after the other: coalesced, not 16 GETs.
+        assert len(gets) <= 2
+    finally:
+        await source.aclose()
+
+
+@pytest.mark.parametrize("identifier", ["tiled", "pyramid"])
+async def test_storage_failing_mid_decode_is_unavailable_not_a_corrupt_image(
+    fresh_proxy: ProxyThread, s3_images: S3Images, decode_pool: ThreadPoolExecutor,
+    identifier: str,
+) -> None:  # fmt: skip
+    # libvips (TIFF) and OpenJPEG (JP2) both take a failed read for a bad
+    # file; the reader's own error must come out instead.
+    source = s3_source(fresh_proxy.url, max_attempts=2)
+    try:
+        service = image_service(source, decode_pool, engines=registry_for())
+        await _warm(source, service, identifier)
+        fresh_proxy.inject(Fault.ERROR_500, times=1000)
+        with pytest.raises(SourceUnavailable):
+            await render(service, identifier, tile_plan(1, 1))
+        assert fresh_proxy.count("GET") >= 2
+    finally:
+        fresh_proxy.reset()
+        await source.aclose()
+
+
+def _key(stat: ObjectStat) -> tuple[str, str]:
+    return stat.key, stat.version
 
 
 async def test_small_object_is_one_round_trip_and_then_cached(

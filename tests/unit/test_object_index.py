@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import pyvips
 
+from decoder.sources.layout import Jp2Layout, TiffLayout, jp2_ranges, tiff_ranges
 from decoder.sources.object_index import ObjectIndex, accepts_short_reads, build_index
 
 
@@ -96,3 +97,39 @@ def test_short_reads_only_for_jpeg2000(files: dict[str, bytes]) -> None:
     assert accepts_short_reads(files["t.jp2"][:16])
     assert not accepts_short_reads(files["p.tif"][:16])
     assert not accepts_short_reads(files["i.png"][:16])
+
+
+async def test_jp2_layout_maps_every_tile_to_its_tile_parts(files: dict[str, bytes]) -> None:
+    data = files["t.jp2"]
+    index = await build_index(reader_over(data), len(data))
+    assert index is not None
+    layout = index.layout
+    assert isinstance(layout, Jp2Layout)
+    assert (layout.header.width, layout.header.height) == (600, 400)
+    assert (layout.header.tile_width, layout.header.tile_height) == (128, 128)
+    assert sorted(layout.tiles) == list(range(5 * 4))
+    assert sorted(r for parts in layout.tiles.values() for r in parts) == list(index.segments)
+    # Whole image, reference grid: every tile-part; one tile's corner: its parts only.
+    assert sorted(jp2_ranges(layout, 0, 0, 600, 400)) == list(index.segments)
+    assert jp2_ranges(layout, 130, 260, 140, 270) == list(layout.tiles[2 * 5 + 1])
+
+
+async def test_tiff_layout_lists_pages_with_their_tiles(files: dict[str, bytes]) -> None:
+    data = files["p.tif"]
+    index = await build_index(reader_over(data), len(data))
+    assert index is not None
+    layout = index.layout
+    assert isinstance(layout, TiffLayout)
+    # libvips writes the pyramid as pages of the main chain, halving each time.
+    assert [(p.width, p.height) for p in layout.pages] == [
+        (600, 400), (300, 200), (150, 100), (75, 50), (37, 25), (18, 12), (9, 6), (4, 3),
+        (2, 1), (1, 1),
+    ][: len(layout.pages)]  # fmt: skip
+    first = layout.pages[0]
+    assert (first.tile_width, first.tile_height) == (128, 128)
+    assert len(first.pieces) == 5 * 4
+    assert set(tiff_ranges(first, 0, 0, 600, 400)) <= set(index.segments)
+    strips = await build_index(reader_over(files["s.tif"]), len(files["s.tif"]))
+    assert strips is not None
+    assert isinstance(strips.layout, TiffLayout)
+    assert strips.layout.pages[0].tile_width == 600  # strips: tiles as wide as the image

@@ -12,6 +12,7 @@ import pytest
 from decoder.budget import ByteBudget, SourceOverloaded
 from decoder.sources.base import SourceUnavailable
 from decoder.sources.blockcache import BlockCache
+from decoder.sources.object_index import ObjectIndex
 from decoder.sources.readahead import (
     BlockReader,
     InflightTable,
@@ -59,9 +60,9 @@ class Env:
         self.inflight = InflightTable()
         self.budget = ByteBudget(budget, wait_timeout_s=0.5)
 
-    async def open(self) -> BlockReader:
+    async def open(self, index: ObjectIndex | None = None) -> BlockReader:
         obj = RemoteObject("mem://x", "v1", len(self.data))
-        cost = expected_cost(obj.size, self.policy, None)
+        cost = expected_cost(obj.size, self.policy, index)
         await self.budget.acquire(cost)
         return BlockReader(
             obj=obj,
@@ -71,6 +72,7 @@ class Env:
             inflight=self.inflight,
             budget=self.budget,
             reserved=cost,
+            index=index,
         )
 
 
@@ -210,3 +212,77 @@ async def test_closed_reader_refuses_reads() -> None:
     reader.close()
     with pytest.raises(ValueError, match="closed"):
         await asyncio.to_thread(reader.read_at, 0, 1)
+
+
+def segment_index(data: bytes, segments: list[tuple[int, int]]) -> ObjectIndex:
+    """An index whose structure is the JP2 signature and whose data is `segments`."""
+    return ObjectIndex("jp2", ((0, data[:12]),), tuple(segments), tiled=True)
+
+
+async def test_announced_ranges_are_fetched_coalesced_before_reads() -> None:
+    data = payload(1024 * KIB, JP2_HEAD)
+    # Six 10 KiB tiles 2 KiB apart (their headers), then one far away.
+    near = [(100 * KIB + i * 12 * KIB, 110 * KIB + i * 12 * KIB) for i in range(6)]
+    far = (900 * KIB, 910 * KIB)
+    policy = ReadPolicy(block_size=256 * KIB, whole_object_bytes=0, coalesce_gap=4 * KIB)
+    env = Env(data, policy)
+    reader = await env.open(segment_index(data, [*near, far]))
+    reader.will_need([*near, far])
+    await asyncio.sleep(0.05)
+    # Two GETs: the six neighbours in one, the far one alone; nothing else yet.
+    assert sorted(env.fetcher.ranges) == [(near[0][0], near[-1][1]), far]
+    for start, end in [*near, far]:
+        assert await asyncio.to_thread(reader.read_at, start, end - start) == data[start:end]
+    assert len(env.fetcher.ranges) == 2
+    reader.close()
+    await asyncio.sleep(0)
+    assert env.budget.in_use == 0
+
+
+async def test_announced_ranges_are_split_to_keep_several_gets_busy() -> None:
+    data = payload(4096 * KIB, JP2_HEAD)
+    segments = [(s, s + 64 * KIB) for s in range(64 * KIB, 4096 * KIB, 64 * KIB)]
+    policy = ReadPolicy(block_size=256 * KIB, whole_object_bytes=0, max_concurrent=4)
+    env = Env(data, policy)
+    reader = await env.open(segment_index(data, segments))
+    reader.will_need(segments)
+    await asyncio.sleep(0.05)
+    # ~4 MiB over 4 GETs' worth: runs of about 1 MiB, covering each byte once.
+    assert 4 <= len(env.fetcher.ranges) <= 5
+    assert sum(end - start for start, end in env.fetcher.ranges) == 4096 * KIB - 64 * KIB
+    start, end = segments[17]
+    assert await asyncio.to_thread(reader.read_at, start, end - start) == data[start:end]
+    reader.close()
+
+
+async def test_announcements_beyond_the_budget_are_dropped_not_waited_for() -> None:
+    data = payload(2048 * KIB, JP2_HEAD)
+    segments = [(s, s + 128 * KIB) for s in range(128 * KIB, 2048 * KIB, 128 * KIB)]
+    policy = ReadPolicy(block_size=64 * KIB, whole_object_bytes=0, coalesce_gap=0)
+    index = segment_index(data, segments)
+    reserved = expected_cost(len(data), policy, index)
+    env = Env(data, policy, budget=reserved)
+    reader = await env.open(index)
+    reader.will_need(segments)
+    await asyncio.sleep(0.05)
+    # What the reservation holds is fetched, the rest is left to reads
+    # (which wait for room in the budget); the budget is never exceeded.
+    fetched = sum(end - start for start, end in env.fetcher.ranges)
+    assert 0 < fetched <= reserved < 15 * 128 * KIB
+    assert env.budget.peak <= env.budget.capacity
+    start = segments[0][0]
+    assert await asyncio.to_thread(reader.read_at, start, 1000) == data[start : start + 1000]
+    reader.close()
+    await asyncio.sleep(0)
+    assert env.budget.in_use == 0
+
+
+async def test_a_failed_read_is_kept_as_the_readers_failure() -> None:
+    env = Env(payload(128 * KIB), SMALL_BLOCKS)
+    reader = await env.open()
+    assert reader.failure is None
+    env.fetcher.fail_next = 1
+    with pytest.raises(SourceUnavailable) as raised:
+        await asyncio.to_thread(reader.read_at, 0, 10)
+    assert reader.failure is raised.value
+    reader.close()
