@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from decoder.engines.base import ImageInfo, SourceFormat
-from decoder.pipeline.load import choose_level, level_box
+from decoder.pipeline.load import choose_level, decode_block, level_box
 from decoder.plan import Plan
 
 # Codec working buffers per decoded sample: OpenJPEG decodes into int32 planes;
@@ -33,18 +33,22 @@ def _tiled_span(start: int, length: int, tile: int) -> int:
 
 def estimate_render_bytes(info: ImageInfo, plan: Plan, object_size: int) -> int:
     """Peak bytes a render of `plan` may hold: decoded source pixels at the
-    chosen level (whole tiles, or the whole level for formats without random
-    access), the source bytes a codec copies (OpenJPEG keeps the codestream it
-    reads: the whole object for an untiled JPEG2000), the resized and rotated
-    output, and the encoded result.
+    chosen level (whole tiles, the aligned block a small JPEG 2000 region is
+    decoded in, or the whole level for formats without random access), the
+    source bytes a codec copies (OpenJPEG keeps the codestream it reads: the
+    whole object for an untiled JPEG2000), the resized and rotated output,
+    and the encoded result.
     """
     level_index = choose_level(info, plan.region, plan.width, plan.height)
     level = info.levels[level_index]
     box = level_box(info, level_index, plan.region)
     bands = max(1, info.bands)
     sample = max(1, info.bits_per_sample // 8)
+    block = decode_block(info, level_index, box)
     if info.format in _WHOLE_LEVEL:
         decoded_px = level.width * level.height
+    elif block is not None:
+        decoded_px = block.width * block.height
     else:
         decoded_px = _tiled_span(box.x, box.width, level.tile_width) * _tiled_span(
             box.y, box.height, level.tile_height

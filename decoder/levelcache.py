@@ -1,13 +1,20 @@
-"""A process-wide cache of decoded low-resolution levels.
+"""A process-wide cache of decoded pixels: small levels whole, and blocks of
+big JPEG 2000 levels.
 
 Every viewer opens an image by asking for its smallest levels (thumbnails,
 the overview, the first zoom steps), so the same few small levels are
 decoded again and again. Such a level (at most `max_pixels`, 2 Mpx by
 default) is decoded once, whole, into memory, and later requests crop it.
+Deeper in, viewers ask for the neighbouring tiles of a level one after the
+other; a JPEG 2000 decode has a large fixed cost per call (an untiled file's
+packet headers, a tile's), so the decoder decodes an aligned block around the
+tile asked for (see decoder/pipeline/load.py) and keeps it here for the
+neighbours.
 
 Bounded in bytes (decoded pixels), least recently used first out. Keyed by
-(source key, version, level index): a changed object gets a new version,
-so stale pixels are never served, only aged out. Thread-safe; concurrent
+(source key, version, level index) for whole levels and (source key,
+version, level index, block column, block row) for blocks: a changed object
+gets a new version, so stale pixels are never served, only aged out. Thread-safe; concurrent
 misses for one key decode once (the others wait for it on a per-key lock).
 """
 
@@ -22,7 +29,7 @@ from cachetools import LRUCache
 
 from decoder.engines.base import Level, VipsImage
 
-LevelKey = tuple[str, str, int]
+LevelKey = tuple[str, str, int] | tuple[str, str, int, int, int]
 
 DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_MAX_PIXELS: Final = 2_000_000

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from decoder import levelcache
-from decoder.engines.base import DecodeError, Engine, ImageInfo, RenderError, VipsImage
+from decoder.engines.base import (
+    DecodeError,
+    Engine,
+    ImageInfo,
+    RenderError,
+    SourceFormat,
+    VipsImage,
+)
 from decoder.levelcache import LevelCache
 from decoder.pipeline.prefetch import announce
 from decoder.plan import Box, Plan
@@ -44,6 +53,33 @@ def level_box(info: ImageInfo, level: int, region: Box) -> Box:
     return Box(x0, y0, x1 - x0, y1 - y0)
 
 
+# JPEG 2000 regions up to half this size, inside one aligned block of this
+# many level pixels, are decoded as that whole block and cached (see
+# decoder/levelcache.py). Measured on a 6000 x 8000 master: a 1024 px block
+# costs 4 (1024 px tiles) to 6.5 (untiled, 256 px precincts) times less per
+# 256 px tile than decoding each tile alone, and twice less per 512 px tile.
+JP2_BLOCK: Final = 1024
+
+
+def decode_block(info: ImageInfo, level: int, box: Box) -> Box | None:
+    """The aligned block of `info.levels[level]` to decode for `box` (that
+    level's pixels) instead of the box itself, or None to decode the box:
+    JPEG 2000 only, boxes of at most half a block that lie inside one. Pure."""
+    if info.format is not SourceFormat.JPEG2000 or not 0 <= level < len(info.levels):
+        return None
+    b = JP2_BLOCK
+    if box.width > b // 2 or box.height > b // 2 or box.x < 0 or box.y < 0:
+        return None
+    col, row = box.x // b, box.y // b
+    if (box.right - 1) // b != col or (box.bottom - 1) // b != row:
+        return None
+    lvl = info.levels[level]
+    x, y = col * b, row * b
+    if x >= lvl.width or y >= lvl.height:
+        return None
+    return Box(x, y, min(b, lvl.width - x), min(b, lvl.height - y))
+
+
 def _scale_span(start: int, end: int, size: int, full: int) -> tuple[int, int]:
     lo = max(0, min(size - 1, start * size // full))
     hi = max(lo + 1, min(size, -(-end * size // full)))
@@ -64,7 +100,8 @@ def load_region(
 
     With `cache_key` ((source key, version)), a level small enough for the
     level cache (`level_cache`, default the process-wide one) is decoded
-    whole once and cropped from memory afterwards.
+    whole once and cropped from memory afterwards, and so is the aligned
+    block around a small JPEG 2000 region (see :func:`decode_block`).
 
     Raises RenderError for regions outside the image and DecodeError for
     unreadable sources (pyvips.Error when a cached level fails to decode).
@@ -73,20 +110,52 @@ def load_region(
     box = level_box(info, level, plan.region)
     cache = level_cache if level_cache is not None else levelcache.shared()
     lvl = info.levels[level]
-    if cache_key is None or not cache.accepts(lvl, info.bands, info.bits_per_sample // 8):
-        announce(reader, info, level, box)
-        return engine.load_region(reader, info, level, box)
+    bytes_per_sample = info.bits_per_sample // 8
+    if cache_key is not None and cache.accepts(lvl, info.bands, bytes_per_sample):
+        whole = _cached(
+            cache,
+            (*cache_key, level),
+            engine,
+            reader,
+            info,
+            level,
+            Box(0, 0, lvl.width, lvl.height),
+        )
+        return _crop(whole, box, Box(0, 0, lvl.width, lvl.height))
+    block = decode_block(info, level, box)
+    if cache_key is not None and block is not None and cache.max_bytes > 0:
+        key = (*cache_key, level, block.x // JP2_BLOCK, block.y // JP2_BLOCK)
+        return _crop(_cached(cache, key, engine, reader, info, level, block), box, block)
+    announce(reader, info, level, box)
+    return engine.load_region(reader, info, level, box)
 
-    def load_whole() -> VipsImage:
-        whole = Box(0, 0, lvl.width, lvl.height)
-        announce(reader, info, level, whole)
-        return engine.load_region(reader, info, level, whole)
 
-    whole = cache.get_or_load((*cache_key, level), load_whole)
-    if (whole.width, whole.height) != (lvl.width, lvl.height):
-        raise DecodeError("cached level does not match the image's description")
-    # Always a new image: the pipeline sets progress signals and the kill flag
-    # on what it renders, which must never touch the shared cached one.
-    if (box.width, box.height) == (lvl.width, lvl.height):
-        return whole.copy()
-    return whole.crop(box.x, box.y, box.width, box.height)
+def _cached(
+    cache: LevelCache,
+    key: levelcache.LevelKey,
+    engine: Engine,
+    reader: ByteReader,
+    info: ImageInfo,
+    level: int,
+    area: Box,
+) -> VipsImage:
+    """`area` of `level`, decoded once into `cache` under `key`."""
+
+    def load() -> VipsImage:
+        announce(reader, info, level, area)
+        return engine.load_region(reader, info, level, area)
+
+    image = cache.get_or_load(key, load)
+    if (image.width, image.height) != (area.width, area.height):
+        raise DecodeError("cached pixels do not match the image's description")
+    return image
+
+
+def _crop(image: VipsImage, box: Box, area: Box) -> VipsImage:
+    """`box` (level pixels) out of `image`, which holds `area` of the level.
+
+    Always a new image: the pipeline sets progress signals and the kill flag
+    on what it renders, which must never touch the shared cached one."""
+    if (box.x, box.y, box.width, box.height) == (area.x, area.y, area.width, area.height):
+        return image.copy()
+    return image.crop(box.x - area.x, box.y - area.y, box.width, box.height)

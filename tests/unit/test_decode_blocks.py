@@ -1,0 +1,124 @@
+"""Small JPEG 2000 regions are decoded as the aligned block around them,
+once, and their neighbours are cropped from it: same pixels, fewer decodes."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pyvips
+from hypothesis import given
+from hypothesis import strategies as st
+
+from decoder.cost import estimate_render_bytes
+from decoder.engines.base import ImageInfo, Level, SourceFormat
+from decoder.engines.registry import registry_for
+from decoder.levelcache import LevelCache
+from decoder.pipeline.load import JP2_BLOCK, decode_block, load_region
+from decoder.plan import Box, Plan
+from decoder.sources.base import ByteReader
+from decoder.sources.filesystem import FilesystemSource
+
+KEY = ("big.jp2", "v1")
+
+
+def jp2_info(width: int, height: int, fmt: SourceFormat = SourceFormat.JPEG2000) -> ImageInfo:
+    levels = tuple(
+        Level(-(-width // 2**r), -(-height // 2**r), 2**r, 512 >> r, 512 >> r) for r in range(4)
+    )
+    return ImageInfo(width, height, levels, 3, 8, fmt, False)
+
+
+@given(
+    st.integers(1, 5000), st.integers(1, 5000), st.integers(0, 3),
+    st.integers(0, 4999), st.integers(0, 4999), st.integers(1, 1200), st.integers(1, 1200),
+)  # fmt: skip
+def test_a_block_is_aligned_inside_the_level_and_holds_the_box(
+    width: int, height: int, level: int, x: int, y: int, w: int, h: int
+) -> None:
+    info = jp2_info(width, height)
+    lvl = info.levels[level]
+    box = Box(x % lvl.width, y % lvl.height, w, h)
+    box = Box(box.x, box.y, min(w, lvl.width - box.x), min(h, lvl.height - box.y))
+    block = decode_block(info, level, box)
+    b = JP2_BLOCK
+    one_block = box.x // b == (box.right - 1) // b and box.y // b == (box.bottom - 1) // b
+    if box.width > b // 2 or box.height > b // 2 or not one_block:
+        assert block is None
+        return
+    assert block is not None
+    assert block.x % b == 0
+    assert block.y % b == 0
+    assert block.right <= lvl.width
+    assert block.bottom <= lvl.height
+    assert block.x <= box.x
+    assert box.right <= block.right
+    assert block.y <= box.y
+    assert box.bottom <= block.bottom
+    assert decode_block(jp2_info(width, height, SourceFormat.TIFF), level, box) is None
+
+
+def test_the_memory_estimate_covers_the_whole_block() -> None:
+    info = jp2_info(4000, 3000)
+    tile = Plan(Box(1024, 1024, 256, 256), 256, 256)
+    assert estimate_render_bytes(info, tile, 10_000_000) >= JP2_BLOCK * JP2_BLOCK * 3 * 4
+
+
+class CountingEngine:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.loads: list[tuple[int, Box]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def formats(self) -> frozenset[SourceFormat]:
+        return frozenset({SourceFormat.JPEG2000})
+
+    def describe(self, reader: ByteReader, fmt: SourceFormat) -> ImageInfo:
+        info: ImageInfo = self._inner.describe(reader, fmt)
+        return info
+
+    def load_region(self, reader: ByteReader, info: ImageInfo, level: int, box: Box) -> Any:
+        with self._lock:
+            self.loads.append((level, box))
+        return self._inner.load_region(reader, info, level, box)
+
+
+@pytest.fixture(scope="module")
+def big_jp2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("blocks")
+    image = (pyvips.Image.gaussnoise(2300, 1500, sigma=40) + 100).cast("uchar")
+    image = image.bandjoin([image.rot180().flip("horizontal"), image.flip("vertical")])
+    image.copy(interpretation="srgb").jp2ksave(
+        str(root / "big.jp2"), tile_width=512, tile_height=512, lossless=True
+    )
+    return root
+
+
+def test_neighbouring_tiles_share_one_block_decode_and_match_direct_decodes(
+    big_jp2: Path,
+) -> None:
+    import asyncio
+
+    reader = asyncio.run(FilesystemSource(big_jp2).open("big.jp2")).reader
+    engine = CountingEngine(registry_for().for_format(SourceFormat.JPEG2000))
+    info = engine.describe(reader, SourceFormat.JPEG2000)
+    # Whole levels are not cached here, so only blocks are.
+    cache = LevelCache(max_bytes=64 << 20, max_pixels=1)
+    tiles = [Box(1024, 0, 256, 256), Box(1280, 256, 256, 256), Box(1792, 768, 256, 256)]
+    images = [load_region(engine, reader, info, Plan(t, 256, 256), KEY, cache) for t in tiles]
+    # All three lie in the block at column 1, row 0 of level 0: one decode.
+    assert engine.loads == [(0, Box(1024, 0, min(JP2_BLOCK, 2300 - 1024), JP2_BLOCK))]
+    assert (cache.misses, cache.hits) == (1, 2)
+    for tile, image in zip(tiles, images, strict=True):
+        direct = engine.load_region(reader, info, 0, tile)
+        assert (image.width, image.height) == (256, 256)
+        assert (image.cast("float") - direct.cast("float")).abs().max() <= 1
+    # A tile across two blocks, and one without a cache key, decode directly.
+    across = Box(900, 0, 256, 256)
+    load_region(engine, reader, info, Plan(across, 256, 256), KEY, cache)
+    load_region(engine, reader, info, Plan(tiles[0], 256, 256), None, cache)
+    assert engine.loads[-2:] == [(0, across), (0, tiles[0])]
+    reader.close()
