@@ -3,9 +3,7 @@ once, and their neighbours are cropped from it: same pixels, fewer decodes."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pyvips
@@ -18,8 +16,8 @@ from decoder.engines.registry import registry_for
 from decoder.levelcache import LevelCache
 from decoder.pipeline.load import JP2_BLOCK, decode_block, load_region
 from decoder.plan import Box, Plan
-from decoder.sources.base import ByteReader
 from decoder.sources.filesystem import FilesystemSource
+from tests.counting_engine import CountingEngine
 
 KEY = ("big.jp2", "v1")
 
@@ -64,26 +62,6 @@ def test_the_memory_estimate_covers_the_whole_block() -> None:
     info = jp2_info(4000, 3000)
     tile = Plan(Box(1024, 1024, 256, 256), 256, 256)
     assert estimate_render_bytes(info, tile, 10_000_000) >= JP2_BLOCK * JP2_BLOCK * 3 * 4
-
-
-class CountingEngine:
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.loads: list[tuple[int, Box]] = []
-        self._lock = threading.Lock()
-
-    @property
-    def formats(self) -> frozenset[SourceFormat]:
-        return frozenset({SourceFormat.JPEG2000})
-
-    def describe(self, reader: ByteReader, fmt: SourceFormat) -> ImageInfo:
-        info: ImageInfo = self._inner.describe(reader, fmt)
-        return info
-
-    def load_region(self, reader: ByteReader, info: ImageInfo, level: int, box: Box) -> Any:
-        with self._lock:
-            self.loads.append((level, box))
-        return self._inner.load_region(reader, info, level, box)
 
 
 @pytest.fixture(scope="module")

@@ -15,40 +15,20 @@ import pytest
 import pyvips
 
 from decoder import levelcache
-from decoder.engines.base import ImageInfo, Level, SourceFormat
+from decoder.engines.base import ImageInfo, Level
 from decoder.engines.vips import VipsEngine
 from decoder.levelcache import LevelCache
 from decoder.pipeline import passthrough, run_pipeline
 from decoder.pipeline.load import load_region
 from decoder.plan import Box, Plan
 from decoder.sources.base import ByteReader
+from tests.counting_engine import CountingEngine
 from tests.images import make_pyramid_tiff
 
 ReaderFactory = Callable[[Path], ByteReader]
 Describe = Callable[[ByteReader], ImageInfo]
 
 KEY = ("pyramid.tif", "v1")
-
-
-class CountingEngine:
-    """A VipsEngine that records every load_region call (level, box)."""
-
-    def __init__(self, inner: VipsEngine) -> None:
-        self._inner = inner
-        self.loads: list[tuple[int, Box]] = []
-        self._lock = threading.Lock()
-
-    @property
-    def formats(self) -> frozenset[SourceFormat]:
-        return self._inner.formats
-
-    def describe(self, reader: ByteReader, fmt: SourceFormat) -> ImageInfo:
-        return self._inner.describe(reader, fmt)
-
-    def load_region(self, reader: ByteReader, info: ImageInfo, level: int, box: Box) -> Any:
-        with self._lock:
-            self.loads.append((level, box))
-        return self._inner.load_region(reader, info, level, box)
 
 
 @pytest.fixture(scope="module")
