@@ -35,8 +35,7 @@ class J2kHeader:
     levels over all components (decompositions + 1). `tile_width` and
     `tile_height` are the nominal tile size, `tile_x0` and `tile_y0` where
     the tile grid starts on the reference grid; `tiled` is False when one
-    tile covers the whole image. `progression` is the default progression
-    order (COD's SGcod: 0 LRCP, 1 RLCP, 2 RPCL, 3 PCRL, 4 CPRL).
+    tile covers the whole image.
     """
 
     width: int
@@ -52,7 +51,6 @@ class J2kHeader:
     resolutions: int
     tile_x0: int = 0
     tile_y0: int = 0
-    progression: int = 0
 
     def level_size(self, reduction: int) -> tuple[int, int]:
         """Image size in pixels after discarding `reduction` resolution levels
@@ -77,13 +75,12 @@ class MainHeader:
 class TilePart:
     """One tile-part, as byte offsets: its SOT marker at `start`, its data
     from `body` (just after SOD) to `end` (exclusive); the `tile` it
-    belongs to (Isot) and its index among that tile's parts (TPsot)."""
+    belongs to (Isot)."""
 
     start: int
     body: int
     end: int
     tile: int = 0
-    part: int = 0
 
 
 def locate_codestream(size: int) -> Parser[tuple[int, int]]:
@@ -124,7 +121,6 @@ def read_main_header(start: int, max_length: int | None = None) -> Parser[MainHe
     siz: tuple[int, ...] | None = None
     components = 0
     resolutions: int | None = None
-    progression = 0
     coc_resolutions: list[int] = []
     tlm: list[bytes] = []
     while True:
@@ -152,7 +148,6 @@ def read_main_header(start: int, max_length: int | None = None) -> Parser[MainHe
                 if len(body) < 6:
                     raise FormatError("short COD segment")
                 resolutions = body[5] + 1
-                progression = body[1]
             elif marker == _COC:  # Ccoc is 2 bytes when Csiz >= 257
                 offset = 1 + (2 if components >= 257 else 1)
                 if len(body) < offset + 1:
@@ -180,7 +175,6 @@ def read_main_header(start: int, max_length: int | None = None) -> Parser[MainHe
         resolutions=min([resolutions, *coc_resolutions]),
         tile_x0=tx0,
         tile_y0=ty0,
-        progression=progression,
     )
     return MainHeader(header, pos, tuple(tlm))
 
@@ -228,7 +222,7 @@ def read_tile_part(pos: int, limit: int) -> Parser[TilePart]:
     `limit`; Psot 0 (the last tile-part, length unknown) ends it at `limit`.
     Raises FormatError for a missing SOT or SOD, or a bad Psot."""
     sot = yield (pos, _SOT_SEGMENT)
-    marker, lsot, isot, psot, tpsot = struct.unpack(">HHHIB", sot[:11])
+    marker, lsot, isot, psot = struct.unpack(">HHHI", sot[:10])
     if marker != _SOT or lsot != _SOT_SEGMENT - 2:
         raise FormatError("expected SOT")
     end = pos + psot if psot else limit
@@ -240,7 +234,7 @@ def read_tile_part(pos: int, limit: int) -> Parser[TilePart]:
             raise FormatError("no SOD in tile-part")
         (marker,) = struct.unpack(">H", (yield (at, 2)))
         if marker == _SOD:
-            return TilePart(pos, at + 2, end, isot, tpsot)
+            return TilePart(pos, at + 2, end, isot)
         if at + 4 > end:
             raise FormatError("no SOD in tile-part")
         (length,) = struct.unpack(">H", (yield (at + 2, 2)))

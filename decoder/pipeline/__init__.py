@@ -110,18 +110,23 @@ def run_pipeline(
         if cancel is not None and cancel.is_set():
             raise Cancelled("render cancelled") from exc
         # A failed read inside the codec looks like a corrupt file to it.
-        failure = getattr(reader, "failure", None)
-        if isinstance(failure, SourceError):
+        if (failure := _read_failure(reader)) is not None:
             raise failure from exc
         if isinstance(exc, DecodeError):
             raise
         raise DecodeError(vips_error_message(exc)) from exc
-    failure = getattr(reader, "failure", None)
-    if isinstance(failure, SourceError):
+    if (failure := _read_failure(reader)) is not None:
         # Some loaders take a failed read for the end of a truncated file
         # and decode grey: never hand that out as the image.
         raise failure
     return data
+
+
+def _read_failure(reader: ByteReader) -> SourceError | None:
+    """The source error a read of `reader` raised, if it keeps one (remote
+    readers do: decoder.sources.readahead.BlockReader.failure)."""
+    failure = getattr(reader, "failure", None)
+    return failure if isinstance(failure, SourceError) else None
 
 
 __all__ = [

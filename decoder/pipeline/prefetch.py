@@ -10,12 +10,10 @@ reads them one by one, into a few parallel GETs.
 from __future__ import annotations
 
 from decoder.engines.base import ImageInfo, SourceFormat
+from decoder.engines.openjpeg import reference_area
 from decoder.plan import Box
 from decoder.sources.base import ByteReader
 from decoder.sources.layout import Jp2Layout, Range, TiffLayout, jp2_ranges, tiff_ranges
-
-# libvips reads a little around a region when it resizes with a kernel.
-_TIFF_MARGIN = 4
 
 
 def announce(reader: ByteReader, info: ImageInfo, level: int, box: Box) -> None:
@@ -39,12 +37,9 @@ def needed_ranges(
     lvl = info.levels[level]
     if isinstance(layout, Jp2Layout) and info.format is SourceFormat.JPEG2000:
         h = layout.header
-        # JPEG 2000 levels are reductions; the window as the engine sets it
-        # (decoder.engines.openjpeg.reference_area, without its widening to
-        # whole subsampled samples).
-        d = 1 << level
-        left, top = -(-h.x0 // d) + box.x, -(-h.y0 // d) + box.y
-        return jp2_ranges(layout, left * d, top * d, (left + box.width) * d, (top + box.height) * d)
+        # JPEG 2000 levels are reductions: the window the engine decodes.
+        window, _left, _top = reference_area((h.x0, h.y0, h.x1, h.y1), level, box, (1, 1))
+        return jp2_ranges(layout, *window)
     if isinstance(layout, TiffLayout) and info.format is SourceFormat.TIFF:
         if not 0 <= lvl.page < len(layout.pages):
             return []
@@ -54,5 +49,5 @@ def needed_ranges(
         directory = layout.pages[lvl.page] if lvl.subifd < 0 else subifds[lvl.subifd]
         if (directory.width, directory.height) != (lvl.width, lvl.height):
             return []
-        return tiff_ranges(directory, box.x, box.y, box.right, box.bottom, margin=0)
+        return tiff_ranges(directory, box.x, box.y, box.right, box.bottom)
     return []

@@ -14,16 +14,17 @@ import pytest
 from decoder import levelcache
 from decoder.budget import SourceOverloaded
 from decoder.engines.base import ImageInfo
-from decoder.engines.registry import registry_for
+from decoder.engines.registry import EngineRegistry, registry_for
 from decoder.plan import Box, OutputFormat, Plan
 from decoder.service import ImageService
-from decoder.sources.base import InvalidIdentifier, ObjectNotFound, ObjectStat, SourceUnavailable
+from decoder.sources.base import InvalidIdentifier, ObjectNotFound, SourceUnavailable
 from decoder.sources.filesystem import FilesystemSource
+from decoder.sources.object_index import ObjectIndex
 from decoder.sources.readahead import ReadPolicy
 from decoder.sources.s3 import S3Source, SourceAccessDenied
 from tests.integration import s3support
 from tests.integration.s3support import S3Images, image_service, s3_source
-from tests.s3proxy import Fault, ProxyThread
+from tests.s3proxy import Fault, ProxyThread, Record
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -171,47 +172,57 @@ async def _warm(source: S3Source, service: ImageService, identifier: str) -> Non
     source.cache.clear()  # only the index stays warm
 
 
+async def gets_with_warm_index(
+    proxy: ProxyThread,
+    images: S3Images,
+    pool: ThreadPoolExecutor,
+    identifier: str,
+    make: object,
+    engines: EngineRegistry | None = None,
+) -> tuple[list[Record], ObjectIndex | None]:
+    """The GETs of one render of `identifier` once its index is warm and the
+    block cache empty, and that index; the pixels are checked against a
+    render of the local copy with the same engines."""
+    source = s3_source(proxy.url)
+    try:
+        service = image_service(source, pool, engines=engines)
+        await _warm(source, service, identifier)
+        proxy.reset()
+        data = await render(service, identifier, make)
+        local_service = image_service(FilesystemSource(images.root), pool, engines=engines)
+        assert data == await render(local_service, identifier, make)
+        stat = await source.stat(identifier)
+        gets = [r for r in proxy.records() if r.method == "GET"]
+        return gets, source.index_of(stat.key, stat.version)
+    finally:
+        await source.aclose()
+
+
 async def test_tiled_jp2_tile_with_warm_index(
     fresh_proxy: ProxyThread, s3_images: S3Images, decode_pool: ThreadPoolExecutor
 ) -> None:
-    source = s3_source(fresh_proxy.url)
-    try:
-        service = image_service(source, decode_pool)
-        await _warm(source, service, "tiled")
-        stat = await source.stat("tiled")
-        index = source.index_of(stat.key, stat.version)
-        assert index is not None
-        assert index.tiled
-        assert index.kind == "jp2"
-        fresh_proxy.reset()
-        data = await render(service, "tiled", tile_plan(2, 1))
-        assert data == await local(s3_images, decode_pool, "tiled", tile_plan(2, 1))
-        gets, got = fresh_proxy.count("GET"), fresh_proxy.body_bytes("GET")
-        size = s3_images.size("tiled")
-        print(f"tiled JP2 tile, warm index: {gets} GETs, {got} of {size} bytes")
-        assert gets <= 2
-        assert got < size / 10
-    finally:
-        await source.aclose()
+    gets, index = await gets_with_warm_index(
+        fresh_proxy, s3_images, decode_pool, "tiled", tile_plan(2, 1)
+    )
+    assert index is not None
+    assert index.tiled
+    assert index.kind == "jp2"
+    got, size = sum(r.body_bytes for r in gets), s3_images.size("tiled")
+    print(f"tiled JP2 tile, warm index: {len(gets)} GETs, {got} of {size} bytes")
+    assert len(gets) <= 2
+    assert got < size / 10
 
 
 async def test_pyramid_tiff_tile_with_warm_index(
     fresh_proxy: ProxyThread, s3_images: S3Images, decode_pool: ThreadPoolExecutor
 ) -> None:
-    source = s3_source(fresh_proxy.url)
-    try:
-        service = image_service(source, decode_pool)
-        await _warm(source, service, "pyramid")
-        fresh_proxy.reset()
-        data = await render(service, "pyramid", tile_plan(1, 3))
-        assert data == await local(s3_images, decode_pool, "pyramid", tile_plan(1, 3))
-        gets, got = fresh_proxy.count("GET"), fresh_proxy.body_bytes("GET")
-        size = s3_images.size("pyramid")
-        print(f"pyramid TIFF tile, warm index: {gets} GETs, {got} of {size} bytes")
-        assert gets <= 2
-        assert got < size / 10
-    finally:
-        await source.aclose()
+    gets, _index = await gets_with_warm_index(
+        fresh_proxy, s3_images, decode_pool, "pyramid", tile_plan(1, 3)
+    )
+    got, size = sum(r.body_bytes for r in gets), s3_images.size("pyramid")
+    print(f"pyramid TIFF tile, warm index: {len(gets)} GETs, {got} of {size} bytes")
+    assert len(gets) <= 2
+    assert got < size / 10
 
 
 async def test_whole_tiled_jp2_with_warm_index_is_a_few_parallel_gets(
@@ -219,45 +230,26 @@ async def test_whole_tiled_jp2_with_warm_index_is_a_few_parallel_gets(
 ) -> None:
     # The production engine (OpenJPEG direct): the render announces every
     # tile-part it will read, fetched as a few coalesced GETs, not one each.
-    engines = registry_for()
-    source = s3_source(fresh_proxy.url)
-    try:
-        service = image_service(source, decode_pool, engines=engines)
-        await _warm(source, service, "tiled")
-        fresh_proxy.reset()
-        data = await render(service, "tiled", full_plan(1024))
-        local_service = image_service(
-            FilesystemSource(s3_images.root), decode_pool, engines=engines
-        )
-        assert data == await render(local_service, "tiled", full_plan(1024))
-        gets = [r for r in fresh_proxy.records() if r.method == "GET"]
-        size = s3_images.size("tiled")
-        print(f"tiled JP2 whole image, warm index: {len(gets)} GETs, of {size} bytes")
-        index = source.index_of(*_key(await source.stat("tiled")))
-        assert index is not None
-        assert len(index.segments) == 16  # one tile-part per 256 px tile
-        assert len(gets) <= ReadPolicy().max_concurrent
-        assert sum(r.body_bytes for r in gets) <= size  # no byte twice
-    finally:
-        await source.aclose()
+    gets, index = await gets_with_warm_index(
+        fresh_proxy, s3_images, decode_pool, "tiled", full_plan(1024), registry_for()
+    )
+    size = s3_images.size("tiled")
+    print(f"tiled JP2 whole image, warm index: {len(gets)} GETs, of {size} bytes")
+    assert index is not None
+    assert len(index.segments) == 16  # one tile-part per 256 px tile
+    assert len(gets) <= ReadPolicy().max_concurrent
+    assert sum(r.body_bytes for r in gets) <= size  # no byte twice
 
 
 async def test_whole_tiff_level_with_warm_index_is_one_round_trip(
     fresh_proxy: ProxyThread, s3_images: S3Images, decode_pool: ThreadPoolExecutor
 ) -> None:
-    source = s3_source(fresh_proxy.url)
-    try:
-        service = image_service(source, decode_pool)
-        await _warm(source, service, "pyramid")
-        fresh_proxy.reset()
-        data = await render(service, "pyramid", full_plan(1024))
-        assert data == await local(s3_images, decode_pool, "pyramid", full_plan(1024))
-        gets = [r for r in fresh_proxy.records() if r.method == "GET"]
-        print(f"pyramid TIFF level 0 whole, warm index: {len(gets)} GETs")
-        # 16 tiles stored one after the other: coalesced, not 16 GETs.
-        assert len(gets) <= 2
-    finally:
-        await source.aclose()
+    gets, _index = await gets_with_warm_index(
+        fresh_proxy, s3_images, decode_pool, "pyramid", full_plan(1024)
+    )
+    print(f"pyramid TIFF level 0 whole, warm index: {len(gets)} GETs")
+    # 16 tiles stored one after the other: coalesced, not 16 GETs.
+    assert len(gets) <= 2
 
 
 @pytest.mark.parametrize("identifier", ["tiled", "pyramid"])
@@ -278,10 +270,6 @@ async def test_storage_failing_mid_decode_is_unavailable_not_a_corrupt_image(
     finally:
         fresh_proxy.reset()
         await source.aclose()
-
-
-def _key(stat: ObjectStat) -> tuple[str, str]:
-    return stat.key, stat.version
 
 
 async def test_small_object_is_one_round_trip_and_then_cached(
