@@ -8,7 +8,10 @@ balancers stop sending, new calls are refused, in-flight calls get
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -107,6 +110,12 @@ def build_service(
     return service
 
 
+def process_id() -> str:
+    """This process's id for callers that route by it: host and pid, plus a
+    random part, since pids repeat across container restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
     """Run one decoder process until SIGTERM or SIGINT, then drain and stop.
 
@@ -143,6 +152,7 @@ async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
             chunk_bytes=settings.chunk_bytes,
             jpeg_quality=settings.jpeg_quality,
             max_output_pixels=settings.max_output_pixels,
+            decoder_id=process_id(),
         ),
         server,
     )

@@ -21,6 +21,7 @@ from decoder import metrics
 from decoder.admission import Overloaded
 from decoder.engines.base import DecodeError, RenderError, SourceFormat, UnsupportedSource
 from decoder.pipeline import Cancelled
+from decoder.pipeline.load import cache_block
 from decoder.plan import Box, InvalidPlan, OutputFormat, Plan, Quality
 from decoder.service import Description, ImageService, SourceTooLarge, VersionMismatch
 from decoder.sources.base import InvalidIdentifier, ObjectNotFound, SourceUnavailable
@@ -128,7 +129,9 @@ def plan_from_proto(
     )
 
 
-def describe_to_proto(identifier: str, desc: Description) -> pb.DescribeResponse:
+def describe_to_proto(
+    identifier: str, desc: Description, decoder_id: str = ""
+) -> pb.DescribeResponse:
     info, stat = desc.info, desc.stat
     modified = Timestamp()
     modified.FromDatetime(stat.last_modified)
@@ -155,6 +158,8 @@ def describe_to_proto(identifier: str, desc: Description) -> pb.DescribeResponse
         version=stat.version,
         last_modified=modified,
         size_bytes=stat.size,
+        cache_block=cache_block(info),
+        decoder_id=decoder_id,
     )
 
 
@@ -165,8 +170,10 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         chunk_bytes: int,
         jpeg_quality: int,
         max_output_pixels: int,
+        decoder_id: str = "",
     ) -> None:
         self._service = service
+        self._decoder_id = decoder_id
         self._chunk_bytes = chunk_bytes
         self._jpeg_quality = jpeg_quality
         self._max_output_pixels = max_output_pixels
@@ -179,7 +186,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         except Exception as exc:
             await _abort(context, exc, "Describe", request.identifier)
             raise  # unreachable: abort raises
-        return describe_to_proto(request.identifier, desc)
+        return describe_to_proto(request.identifier, desc, self._decoder_id)
 
     async def Render(
         self, request: pb.RenderRequest, context: grpc.aio.ServicerContext
@@ -211,6 +218,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 content_type=rendered.content_type,
                 version=rendered.stat.version,
                 content_length=len(rendered.data),
+                decoder_id=self._decoder_id,
             )
         )
         data = memoryview(rendered.data)

@@ -65,7 +65,10 @@ class DecoderSettings(BaseSettings):
     # JPEG2000 decoder: libopenjp2 directly, region by region (decoder/engines/
     # openjpeg.py), or libvips' loader, which decodes whole codestream tiles.
     jp2_engine: Literal["openjpeg", "vips"] = "openjpeg"
-    jp2_threads: int = Field(1, ge=1, le=64)
+    # OpenJPEG threads per decode: other requests often wait for one decode
+    # (a JPEG 2000 block that a viewer's neighbouring tiles share), so it may
+    # use the cores that are idle meanwhile; not split between workers.
+    jp2_threads: int = Field(default_factory=lambda: min(4, available_cores()), ge=1, le=64)
     grace_period_s: float = Field(10.0, ge=0)
     # Connections older than this are closed gracefully, so gateways using
     # client-side round-robin rediscover decoders as they scale; 0 = never.

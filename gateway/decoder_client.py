@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from iiif_decoder.v1 import decoder_pb2 as pb
 from iiif_decoder.v1 import decoder_pb2_grpc
 
+from gateway import routing
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -98,6 +99,8 @@ class ImageDescription:
     version: str
     last_modified: datetime
     source_format: str = "unknown"
+    # Side of the aligned blocks the decoder caches decoded regions by (0: none).
+    cache_block: int = 0
 
 
 @dataclass(slots=True)
@@ -108,6 +111,7 @@ class RenderStream:
     version: str
     content_length: int | None
     chunks: AsyncIterator[bytes]
+    decoder_id: str = ""
 
 
 class DecoderClient:
@@ -155,30 +159,56 @@ class DecoderClient:
             for _ in range(self._channel_count)
         ]
         self._stubs = [decoder_pb2_grpc.DecoderStub(c) for c in self._channels]
-        self._next = itertools.cycle(self._stubs)
+        # The decoder process last seen answering on each channel ("" unknown).
+        self._members = [""] * len(self._stubs)
+        self._next = itertools.cycle(range(len(self._stubs)))
+        self._turn = itertools.count()
         self._health = health_pb2_grpc.HealthStub(self._channels[0])
 
     async def close(self) -> None:
         for channel in self._channels:
             await channel.close()
 
-    @property
-    def _stub(self) -> decoder_pb2_grpc.DecoderStub:
+    def _pick(self, affinity: Hashable | None = None) -> int:
+        """A channel index: one reaching the decoder that owns `affinity`
+        (see gateway/routing.py) when known, else the next in turn."""
+        if affinity is not None:
+            member = routing.owner(affinity, {m for m in self._members if m})
+            if member is not None:
+                mine = [i for i, m in enumerate(self._members) if m == member]
+                return mine[next(self._turn) % len(mine)]
         return next(self._next)
+
+    def _seen(self, index: int, decoder_id: str) -> None:
+        # Connections move between decoder processes (restarts, max connection
+        # age), so the latest answer on a channel says where it leads now.
+        if decoder_id:
+            self._members[index] = decoder_id
+
+    def _lost(self, index: int, exc: grpc.aio.AioRpcError) -> None:
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            self._members[index] = ""
+
+    def decoders(self) -> list[str]:
+        """The decoder processes each channel last reached ("" unknown)."""
+        return list(self._members)
 
     async def describe(self, identifier: str) -> ImageDescription:
         """The image's description, from the cache when fresh; raises GatewayError."""
         cached = self._describes.get(identifier)
         if cached is not None:
             return cached
+        index = self._pick()
         try:
-            resp = await self._stub.Describe(
+            resp = await self._stubs[index].Describe(
                 pb.DescribeRequest(identifier=identifier),
                 timeout=self._timeout_s,
                 metadata=_metadata(),
             )
         except grpc.aio.AioRpcError as exc:
+            self._lost(index, exc)
             raise self._error(exc) from None
+        self._seen(index, resp.decoder_id)
         desc = ImageDescription(
             width=resp.width,
             height=resp.height,
@@ -191,6 +221,7 @@ class DecoderClient:
             version=resp.version,
             last_modified=resp.last_modified.ToDatetime(tzinfo=UTC),
             source_format=_SOURCE_FORMATS.get(resp.format, "unknown"),
+            cache_block=resp.cache_block,
         )
         if self._cache_enabled:
             self._describes[identifier] = desc
@@ -201,12 +232,18 @@ class DecoderClient:
         self._describes.pop(identifier, None)
 
     async def render(
-        self, identifier: str, plan: RenderPlan, expected_version: str
+        self,
+        identifier: str,
+        plan: RenderPlan,
+        expected_version: str,
+        affinity: Hashable | None = None,
     ) -> RenderStream:
         """Start a render and wait for its header; raises GatewayError.
 
-        A source that changed since it was described raises StaleDescription.
-        Cancelling or closing the returned chunks cancels the gRPC call.
+        Renders with the same `affinity` key go to the same decoder process
+        while it answers (see gateway/routing.py). A source that changed
+        since it was described raises StaleDescription. Cancelling or closing
+        the returned chunks cancels the gRPC call.
         """
         request = pb.RenderRequest(
             identifier=identifier,
@@ -220,10 +257,12 @@ class DecoderClient:
             expected_version=expected_version,
         )
         deadline = time.monotonic() + self._timeout_s
-        call = self._stub.Render(request, timeout=self._timeout_s, metadata=_metadata())
+        index = self._pick(affinity)
+        call = self._stubs[index].Render(request, timeout=self._timeout_s, metadata=_metadata())
         try:
             first = await call.read()
         except grpc.aio.AioRpcError as exc:
+            self._lost(index, exc)
             raise self._error(exc) from None
         except asyncio.CancelledError:
             call.cancel()  # the client went away: the decoder stops too
@@ -232,11 +271,13 @@ class DecoderClient:
             call.cancel()
             raise UpstreamFailure("decoder sent no header")
         header = first.header
+        self._seen(index, header.decoder_id)
         return RenderStream(
             content_type=header.content_type,
             version=header.version,
             content_length=header.content_length or None,
             chunks=self._chunks(call, deadline),
+            decoder_id=header.decoder_id,
         )
 
     async def _chunks(

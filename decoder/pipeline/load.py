@@ -80,6 +80,16 @@ def decode_block(info: ImageInfo, level: int, box: Box) -> Box | None:
     return Box(x, y, min(b, lvl.width - x), min(b, lvl.height - y))
 
 
+def cache_block(info: ImageInfo, level_cache: LevelCache | None = None) -> int:
+    """The side of the aligned blocks that small regions of `info` are
+    decoded as and cached by (see :func:`decode_block`), or 0 when none are:
+    not JPEG 2000, or the level cache (default the process-wide one) is off."""
+    cache = level_cache if level_cache is not None else levelcache.shared()
+    if info.format is not SourceFormat.JPEG2000 or cache.max_bytes <= 0:
+        return 0
+    return JP2_BLOCK
+
+
 def _scale_span(start: int, end: int, size: int, full: int) -> tuple[int, int]:
     lo = max(0, min(size - 1, start * size // full))
     hi = max(lo + 1, min(size, -(-end * size // full)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 import falcon.asgi
 
-from gateway import metrics
+from gateway import metrics, routing
 from gateway.conditional import etag_for, not_modified
 from gateway.decoder_client import ImageDescription, RenderStream, StaleDescription
 from gateway.iiif.canonical import canonical_path
@@ -24,6 +24,22 @@ class ImageResponder:
 
     def _plan(self, parsed: ImageRequest, desc: ImageDescription) -> RenderPlan:
         return resolve(parsed, ImageDims(desc.width, desc.height), self._limits)
+
+    async def _start(
+        self, identifier: str, desc: ImageDescription, plan: RenderPlan
+    ) -> RenderStream:
+        crop = plan.crop
+        block = routing.block_of(
+            desc.levels,
+            desc.width,
+            desc.height,
+            desc.cache_block,
+            (crop.x, crop.y, crop.w, crop.h),
+            plan.width,
+            plan.height,
+        )
+        affinity = None if block is None else (identifier, desc.version, *block)
+        return await self._client.render(identifier, plan, desc.version, affinity)
 
     async def respond(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, parsed: ImageRequest
@@ -76,11 +92,9 @@ class ImageResponder:
         self, parsed: ImageRequest, desc: ImageDescription, plan: RenderPlan
     ) -> RenderStream:
         try:
-            return await self._client.render(parsed.identifier, plan, desc.version)
+            return await self._start(parsed.identifier, desc, plan)
         except StaleDescription:
             # The image changed after we described it: plan again, once.
             self._client.forget(parsed.identifier)
             fresh = await self._client.describe(parsed.identifier)
-            return await self._client.render(
-                parsed.identifier, self._plan(parsed, fresh), fresh.version
-            )
+            return await self._start(parsed.identifier, fresh, self._plan(parsed, fresh))

@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.decoder_client import DecoderClient
+from gateway.iiif.types import PixelBox, RenderPlan
 from tests import processes
 from tests.conftest import start_decoder, start_gateway
 from tests.reliability_tools import metric
@@ -84,3 +86,49 @@ def test_workers_share_the_port_the_load_and_the_metrics(image_root: Path, tmp_p
     finally:
         processes.stop(gateway)
         processes.stop(supervisor)
+
+
+def test_renders_of_one_cached_block_go_to_one_worker(image_root: Path, tmp_path: Path) -> None:
+    """The gateway's client sends the tiles of one JPEG 2000 block to the
+    worker that decoded (and cached) that block, and spreads blocks over
+    the workers."""
+    supervisor, target = start_decoder(
+        image_root, tmp_path, "decoder-affinity", {"IIIF_DECODER_WORKERS": "2"}
+    )
+
+    async def scenario() -> None:
+        client = DecoderClient(target, 30.0, 1, 16, 60.0, channels=8)
+        await client.start()
+        try:
+            desc = await client.describe("sample-tiled")
+            assert desc.cache_block == 1024
+            # Learn where every channel leads: answers name their worker.
+            for _ in range(3 * 8):
+                stream = await client.render("sample-tiled", _plan(0, 0, 64), desc.version)
+                assert stream.decoder_id
+                [_ async for _ in stream.chunks]
+            known = {d for d in client.decoders() if d}
+            assert 1 <= len(known) <= 2
+            owners: dict[tuple[int, ...], set[str]] = {}
+            for key in range(20):
+                for x in (0, 64, 128):
+                    stream = await client.render(
+                        "sample-tiled", _plan(x, 0, 64), desc.version, affinity=("k", key)
+                    )
+                    [_ async for _ in stream.chunks]
+                    owners.setdefault((key,), set()).add(stream.decoder_id)
+            assert all(len(ids) == 1 for ids in owners.values()), owners
+            used = set().union(*owners.values())
+            # With both workers reachable, 20 keys all landing on one has odds 2^-19.
+            assert used == known, (used, known)
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        processes.stop(supervisor)
+
+
+def _plan(x: int, y: int, side: int) -> RenderPlan:
+    return RenderPlan(PixelBox(x, y, side, side), side, side, 0.0, False, "default", "jpg")

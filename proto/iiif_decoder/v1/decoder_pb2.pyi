@@ -165,6 +165,8 @@ class DescribeResponse(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     LAST_MODIFIED_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    CACHE_BLOCK_FIELD_NUMBER: _builtins.int
+    DECODER_ID_FIELD_NUMBER: _builtins.int
     identifier: _builtins.str
     width: _builtins.int
     height: _builtins.int
@@ -178,6 +180,17 @@ class DescribeResponse(_message.Message):
     version: _builtins.str
     """Changes whenever the stored bytes change (ETag, or mtime and size)."""
     size_bytes: _builtins.int
+    cache_block: _builtins.int
+    """Regions of one level that lie in the same aligned square of this many
+    level pixels are decoded once, as that square, and kept in the memory
+    of the decoder process that did it (0: no such cache for this image).
+    A caller spreading renders over several decoder processes gets more
+    cache hits by sending such regions to the same one (see decoder_id).
+    """
+    decoder_id: _builtins.str
+    """The decoder process that answered: unique per process, stable for its
+    lifetime, opaque. Also in RenderHeader.
+    """
     @_builtins.property
     def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolutionLevel]:
         """Largest first; levels[0] is the full resolution."""
@@ -200,10 +213,12 @@ class DescribeResponse(_message.Message):
         version: _builtins.str = ...,
         last_modified: _timestamp_pb2.Timestamp | None = ...,
         size_bytes: _builtins.int = ...,
+        cache_block: _builtins.int = ...,
+        decoder_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_modified", b"last_modified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bands", b"bands", "bits_per_sample", b"bits_per_sample", "format", b"format", "has_icc", b"has_icc", "height", b"height", "identifier", b"identifier", "last_modified", b"last_modified", "levels", b"levels", "size_bytes", b"size_bytes", "tile_height", b"tile_height", "tile_width", b"tile_width", "version", b"version", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bands", b"bands", "bits_per_sample", b"bits_per_sample", "cache_block", b"cache_block", "decoder_id", b"decoder_id", "format", b"format", "has_icc", b"has_icc", "height", b"height", "identifier", b"identifier", "last_modified", b"last_modified", "levels", b"levels", "size_bytes", b"size_bytes", "tile_height", b"tile_height", "tile_width", b"tile_width", "version", b"version", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -327,22 +342,26 @@ class RenderHeader(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     CONTENT_LENGTH_FIELD_NUMBER: _builtins.int
+    DECODER_ID_FIELD_NUMBER: _builtins.int
     content_type: _builtins.str
     """MIME type of the encoded bytes, e.g. "image/jpeg"."""
     version: _builtins.str
     """The source's version token (as in DescribeResponse.version)."""
     content_length: _builtins.int
     """Total bytes the data chunks will carry; 0 when not known in advance."""
+    decoder_id: _builtins.str
+    """The decoder process that rendered (as in DescribeResponse.decoder_id)."""
     def __init__(
         self,
         *,
         content_type: _builtins.str = ...,
         version: _builtins.str = ...,
         content_length: _builtins.int = ...,
+        decoder_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_length", b"content_length", "content_type", b"content_type", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_length", b"content_length", "content_type", b"content_type", "decoder_id", b"decoder_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,92 @@
+"""Which decoder process a render should go to, for the decoders' caches (pure).
+
+A decoder decodes a small JPEG 2000 region as the whole aligned block of
+its level around it and keeps that block in its own memory (Describe's
+``cache_block``). A viewer asks for the neighbouring tiles of that block at
+nearly the same time; spread over several decoder processes, each would
+decode the same block again. Renders of one block therefore carry an
+affinity key, and a key goes to one decoder by rendezvous hashing: the same
+decoder for every gateway, and when a decoder joins or leaves, only its own
+share of the keys moves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Protocol
+
+
+class _Level(Protocol):
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+
+
+def choose_level(
+    levels: Sequence[_Level],
+    width: int,
+    height: int,
+    region: tuple[int, int, int, int],
+    out_width: int,
+    out_height: int,
+) -> int:
+    """The index of the smallest level at which `region` (x, y, w, h in
+    full-resolution pixels of a `width` x `height` image) still measures at
+    least `out_width` x `out_height`: the level the decoder decodes from
+    (decoder/pipeline/load.py chooses the same way)."""
+    _, _, rw, rh = region
+    chosen = 0
+    for index, level in enumerate(levels):
+        if rw * level.width >= out_width * width and rh * level.height >= out_height * height:
+            chosen = index
+        else:
+            break
+    return chosen
+
+
+def block_of(
+    levels: Sequence[_Level],
+    width: int,
+    height: int,
+    block: int,
+    region: tuple[int, int, int, int],
+    out_width: int,
+    out_height: int,
+) -> tuple[int, int, int] | None:
+    """(level, column, row) of the aligned `block` the decoder decodes
+    `region` as, or None when it decodes the region by itself (no block
+    cache, or a region larger than half a block or across a block edge)."""
+    if block <= 0 or not levels or width <= 0 or height <= 0:
+        return None
+    index = choose_level(levels, width, height, region, out_width, out_height)
+    level = levels[index]
+    x, y, w, h = region
+    # The region in the level's pixels: origin floored, far edge ceiled.
+    x0, x1 = _span(x, x + w, level.width, width)
+    y0, y1 = _span(y, y + h, level.height, height)
+    if x1 - x0 > block // 2 or y1 - y0 > block // 2:
+        return None
+    col, row = x0 // block, y0 // block
+    if (x1 - 1) // block != col or (y1 - 1) // block != row:
+        return None
+    return index, col, row
+
+
+def _span(start: int, end: int, size: int, full: int) -> tuple[int, int]:
+    lo = max(0, min(size - 1, start * size // full))
+    hi = max(lo + 1, min(size, -(-end * size // full)))
+    return lo, hi
+
+
+def owner(key: Hashable, members: Iterable[str]) -> str | None:
+    """The member `key` belongs to by rendezvous (highest random weight)
+    hashing, or None when there is no member. Stable across processes."""
+    best: tuple[int, str] | None = None
+    for member in members:
+        digest = hashlib.blake2b(f"{key!r}|{member}".encode(), digest_size=8).digest()
+        weight = (int.from_bytes(digest, "big"), member)
+        if best is None or weight > best:
+            best = weight
+    return None if best is None else best[1]

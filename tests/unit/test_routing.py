@@ -1,0 +1,72 @@
+"""The gateway's render routing: the same block as the decoder, keys spread stably."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from decoder.engines.base import ImageInfo, Level, SourceFormat
+from decoder.pipeline.load import JP2_BLOCK, cache_block, choose_level, decode_block, level_box
+from decoder.plan import Box
+from gateway.routing import block_of, owner
+
+
+def _jp2_info(width: int, height: int, count: int) -> ImageInfo:
+    levels = tuple(
+        Level(math.ceil(width / 2**k), math.ceil(height / 2**k), 2**k, 0, 0) for k in range(count)
+    )
+    return ImageInfo(width, height, levels, 3, 8, SourceFormat.JPEG2000, False)
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> tuple[ImageInfo, tuple[int, int, int, int], int, int]:
+    width = draw(st.integers(1, 20_000))
+    height = draw(st.integers(1, 20_000))
+    info = _jp2_info(width, height, draw(st.integers(1, 8)))
+    x = draw(st.integers(0, width - 1))
+    y = draw(st.integers(0, height - 1))
+    w = draw(st.integers(1, width - x))
+    h = draw(st.integers(1, height - y))
+    # Output sizes around the region's size at some level, as viewers ask.
+    scale = 2 ** draw(st.integers(0, 7))
+    out_w = max(1, w // scale + draw(st.integers(-2, 2)))
+    out_h = max(1, h // scale + draw(st.integers(-2, 2)))
+    return info, (x, y, w, h), out_w, out_h
+
+
+@settings(max_examples=400, deadline=None)
+@given(_requests())
+def test_the_gateway_names_the_block_the_decoder_decodes(
+    request: tuple[ImageInfo, tuple[int, int, int, int], int, int],
+) -> None:
+    info, region, out_w, out_h = request
+    level = choose_level(info, Box(*region), out_w, out_h)
+    block = decode_block(info, level, level_box(info, level, Box(*region)))
+    expected = None if block is None else (level, block.x // JP2_BLOCK, block.y // JP2_BLOCK)
+    got = block_of(info.levels, info.width, info.height, JP2_BLOCK, region, out_w, out_h)
+    assert got == expected
+
+
+def test_cache_block_is_announced_for_jpeg2000_only() -> None:
+    info = _jp2_info(4000, 3000, 4)
+    assert cache_block(info) == JP2_BLOCK
+    tiff = ImageInfo(4000, 3000, info.levels, 3, 8, SourceFormat.TIFF, False)
+    assert cache_block(tiff) == 0
+    assert block_of(info.levels, 4000, 3000, 0, (0, 0, 256, 256), 256, 256) is None
+
+
+def test_owner_is_stable_and_moves_only_the_keys_of_a_member_that_leaves() -> None:
+    members = [f"decoder-{i}" for i in range(4)]
+    keys = [("image", "v1", 0, col, row) for col in range(20) for row in range(20)]
+    before = {key: owner(key, members) for key in keys}
+    assert before == {key: owner(key, reversed(members)) for key in keys}, "order-independent"
+    spread = Counter(before.values())
+    assert set(spread) == set(members)
+    assert min(spread.values()) > len(keys) / 8
+    after = {key: owner(key, members[1:]) for key in keys}
+    moved = {key for key in keys if after[key] != before[key]}
+    assert moved == {key for key in keys if before[key] == "decoder-0"}
+    assert owner(keys[0], []) is None
