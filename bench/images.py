@@ -25,7 +25,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -108,6 +108,14 @@ class ImageSet:
         """Where the image `identifier` lives on disk."""
         return self.root / identifier
 
+    def first_pass_master(self, type_: ImageType, concurrency: int) -> BenchImage:
+        """The master of `type_` under its `first` alias for `concurrency`, the
+        alias made (a symlink beside the master) if it is not there yet."""
+        master = self.get(type_, "master")
+        alias = first_alias(master.identifier, concurrency)
+        link_alias(self.root, master.identifier, alias)
+        return replace(master, identifier=alias)
+
 
 @dataclass(frozen=True)
 class SetSize:
@@ -130,6 +138,35 @@ def identifier(type_: ImageType, role: Role, index: int = 0) -> str:
     """The file name of an image, e.g. ``jp2-tiled-master.jp2``, ``tiff-pyramid-mid03.tif``."""
     suffix = f"{index:02d}" if index else ""
     return f"{type_.value}-{role}{suffix}.{EXTENSIONS[type_]}"
+
+
+def first_alias(identifier: str, concurrency: int) -> str:
+    """The `first` phase's name for `identifier` at `concurrency`, e.g.
+    ``jp2-tiled-master-first4.jp2``.
+
+    Another identifier for the same file: both servers key their caches by
+    identifier (or path), so to each of them it is an image never seen before.
+    """
+    stem, dot, ext = identifier.rpartition(".")
+    if not dot or "/" in ext:
+        return f"{identifier}-first{concurrency}"
+    return f"{stem}-first{concurrency}.{ext}"
+
+
+def link_alias(root: Path, identifier: str, alias: str) -> Path:
+    """Make `root/alias` a relative symlink to `root/identifier` (kept when it
+    already is one); returns the link.
+
+    A symlink rather than a copy or hard link: it costs nothing, and follows
+    the master when `ensure_images` rebuilds it.
+    """
+    link = root / alias
+    target = os.path.relpath(root / identifier, link.parent)
+    if link.is_symlink() and os.readlink(link) == target:
+        return link
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+    return link
 
 
 def mid_window(size: SetSize, index: int) -> tuple[int, int, int, int]:

@@ -41,7 +41,10 @@ class Measurement:
     case: str
     image_type: str
     kind: str
-    phase: str  # "cold" (each URL once, first touch) or "warm" (replayed)
+    # "cold" (each URL once, first touch, at the lowest concurrency), "first"
+    # (the tiles of an image new to every server, each URL once, at c > 1) or
+    # "warm" (replayed).
+    phase: str
     concurrency: int
     run: int
     urls: int
@@ -178,13 +181,15 @@ def ratio_rows(
 
 KIND_ORDER: Final = ("tiles", "thumbs", "full", "info")
 TYPE_ORDER: Final = ("jp2-tiled", "jp2-precincts", "tiff-pyramid", "jpeg-baseline")
+PHASE_ORDER: Final = ("cold", "first", "warm")
 
 
 def _sort_key(key: Key) -> tuple[int, int, int, int]:
     image_type, kind, phase, concurrency = key
     t = TYPE_ORDER.index(image_type) if image_type in TYPE_ORDER else len(TYPE_ORDER)
     k = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
-    return (t, k, 0 if phase == "cold" else 1, concurrency)
+    p = PHASE_ORDER.index(phase) if phase in PHASE_ORDER else len(PHASE_ORDER)
+    return (t, k, p, concurrency)
 
 
 def disagreements(table: dict[str, dict[Key, Aggregate]]) -> list[tuple[str, Key, Aggregate]]:
@@ -211,7 +216,8 @@ def _geomean(values: Sequence[float]) -> float:
 
 def headline_markdown(table: dict[str, dict[Key, Aggregate]], cores: int) -> str:
     """Per image type: geometric means of each ratio over request types and
-    concurrencies, cold and warm apart (info.json, which decodes nothing, apart too)."""
+    concurrencies, cold, first and warm apart (info.json, which decodes nothing,
+    apart too)."""
     groups: dict[tuple[str, str], list[list[float]]] = defaultdict(lambda: [[], [], []])
     for key, *ratios in ratio_rows(table, cores):
         image_type, kind, phase, _c = key
@@ -223,7 +229,7 @@ def headline_markdown(table: dict[str, dict[Key, Aggregate]], cores: int) -> str
         "| image type | requests | ours / IIPImage | ours / codec floor | S3 / local |",
         "|---|---|---:|---:|---:|",
     ]
-    order = {"cold": 0, "warm": 1, "info.json": 2}
+    order = {"cold": 0, "first": 1, "warm": 2, "info.json": 3}
     for (image_type, label), columns in sorted(
         groups.items(),
         key=lambda kv: (_sort_key((kv[0][0], "tiles", "cold", 0))[0], order[kv[0][1]]),
@@ -245,6 +251,58 @@ def ratios_markdown(table: dict[str, dict[Key, Aggregate]], cores: int) -> str:
             f"| {image_type} | {kind} | {phase} | {c} | {_fmt_ratio(vs_iip)} | "
             f"{_fmt_ratio(vs_floor)} | {_fmt_ratio(s3)} |"
         )
+    return "\n".join(lines)
+
+
+def first_markdown(measurements: Iterable[Measurement]) -> str:
+    """The `first` phase: per image type and concurrency, requests per second
+    (mean over runs) and p99 (median over runs) of ours, IIPImage and (when
+    measured) ours on S3, and ours / IIPImage."""
+    firsts = [m for m in measurements if m.phase == "first" and m.kind == "tiles"]
+    if not firsts:
+        return "No first-pass steps in this run (they run at concurrencies above 1 only)."
+    table = aggregate(firsts)
+    # A pass that stopped at its time bound measured only the start of the list.
+    partial = {
+        (m.case, (m.image_type, m.kind, m.phase, m.concurrency))
+        for m in firsts
+        if m.result.requests < m.urls
+    }
+    with_s3 = S3 in table
+
+    def rate(case: str, key: Key) -> str:
+        agg = table.get(case, {}).get(key)
+        if agg is None or not agg.runs:
+            return "-"
+        marks = (" †" if agg.disagrees else "") + (" ‡" if (case, key) in partial else "")
+        return f"{agg.rps:.1f}{marks}"
+
+    def p99(case: str, key: Key) -> str:
+        agg = table.get(case, {}).get(key)
+        return f"{agg.median('p99_ms'):.0f}" if agg is not None and agg.runs else "-"
+
+    header = "| image type | c | ours req/s | IIPImage req/s | ours / IIPImage | ours p99 ms "
+    header += "| IIPImage p99 ms |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|"
+    if with_s3:
+        header += " S3 req/s | S3 p99 ms |"
+        rule += "---:|---:|"
+    lines = [header, rule]
+    keys = sorted({k for case in table.values() for k in case}, key=_sort_key)
+    for key in keys:
+        vs_iip = ratio(table.get(LOCAL, {}).get(key), table.get(IIP, {}).get(key))
+        cells = [
+            key[0],
+            str(key[3]),
+            rate(LOCAL, key),
+            rate(IIP, key),
+            _fmt_ratio(vs_iip),
+            p99(LOCAL, key),
+            p99(IIP, key),
+        ]
+        if with_s3:
+            cells += [rate(S3, key), p99(S3, key)]
+        lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -385,7 +443,9 @@ def render_markdown(report: Report, method: str) -> str:
             "Geometric means of the ratios below over request types (tiles, thumbnails, "
             "full/max) and concurrencies; above 1: ours is faster.",
             "",
-            "Read `cold` as the decode path (every URL new to every server) and `warm` as "
+            "Read `cold` as the decode path (every URL new to every server), `first` as "
+            "the decode path under concurrent load (tiles only: one pass over an image "
+            "new to every server, at each c above 1) and `warm` as "
             "the caches: our gateway keeps rendered tiles and thumbnails in memory "
             "(`IIIF_GATEWAY_RENDER_CACHE_MB`), IIPImage its own tile cache, so warm "
             "steps and the warm profiles below mostly measure the HTTP path.",
@@ -401,6 +461,17 @@ def render_markdown(report: Report, method: str) -> str:
             f"min(c, {cores}) processes.",
             "",
             ratios_markdown(table, cores),
+            "",
+            "## First pass at concurrency (caches cold)",
+            "",
+            "The `tiles` list of each master under a name no server has seen in the run, "
+            "each URL asked once at concurrency c: decoding under load, not caches. "
+            "req/s: mean over the runs; p99: median over the runs. "
+            "† marks a side whose runs disagree by more than "
+            f"{DISAGREEMENT:.0%}, ‡ a pass that stopped at its time bound before the end "
+            "of the list in some run (its rate covers the costlier start of the list only).",
+            "",
+            first_markdown(report.measurements),
             "",
             "## Runs that disagree",
             "",

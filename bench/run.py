@@ -3,7 +3,7 @@
 Every case runs in the same invocation, interleaved step by step (and in a
 rotated order from one run to the next), so a noisy neighbour slows all of
 them alike instead of one; every step is repeated `runs` times, servers are
-restarted between runs so that each run's cold pass is cold again.
+restarted between runs so that each run's cold and first passes are cold again.
 """
 
 from __future__ import annotations
@@ -41,15 +41,21 @@ from bench.report import (
     write_report,
 )
 from bench.s3 import s3_missing, start_s3_stack
-from bench.workload import ImageRequest, RequestKind, Source, build_workload, urls
+from bench.workload import ImageRequest, RequestKind, Source, build_workload, tile_list, urls
 from decoder.engines.openjpeg import openjpeg
 
 Log = Callable[[str], None]
 Workloads = dict[ImageType, dict[RequestKind, list[ImageRequest]]]
+# (image type, concurrency) -> the tile list of that type's master under its
+# `first` alias for that concurrency.
+FirstWorkloads = dict[tuple[ImageType, int], list[ImageRequest]]
 
 DOCS: Final = procs.REPO / "docs" / "benchmarks.md"
 RESULTS: Final = procs.REPO / "bench" / "results"
 JP2_RESOLUTIONS: Final = 7  # "-n 7" in bench.images' recipes
+# A first pass (each tile URL once at c > 1) ends after this long at the
+# latest (or the cold bound, when longer): long enough for the whole list.
+FIRST_MIN_DURATION_S: Final = 30.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,7 @@ class Context:
     workloads: Workloads
     out_dir: Path
     log: Log
+    first_workloads: FirstWorkloads = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
@@ -121,16 +128,40 @@ def _workloads(images: ImageSet, limit: int | None) -> Workloads:
     }
 
 
+def first_concurrencies(opts: Options) -> tuple[int, ...]:
+    """The concurrencies of the `first` phase: every one above 1, in order."""
+    return tuple(dict.fromkeys(c for c in opts.concurrency if c > 1))
+
+
+def first_duration(opts: Options) -> float:
+    """The time bound of a first pass."""
+    return max(opts.cold_duration_s, FIRST_MIN_DURATION_S)
+
+
+def _first_workloads(images: ImageSet, opts: Options) -> FirstWorkloads:
+    """Make the `first` aliases of the masters of `opts.types` and their tile lists."""
+    lists: FirstWorkloads = {}
+    for type_ in opts.types:
+        for c in first_concurrencies(opts):
+            alias = images.first_pass_master(type_, c)
+            lists[(type_, c)] = tile_list(
+                Source(alias.identifier, alias.width, alias.height), opts.limit
+            )
+    return lists
+
+
 def _start_servers(ctx: Context, run_no: int) -> dict[str, servers.RunningServer]:
     opts, started = ctx.options, {}
     root = ctx.images.root
     probe = ctx.images.get(ImageType.TIFF_PYRAMID, "mid").identifier
+    # The first phase's aliases are objects of their own in the S3 store.
+    aliases = sorted({r.source.identifier for lst in ctx.first_workloads.values() for r in lst})
     starters: dict[str, Callable[[], servers.RunningServer]] = {
         LOCAL: lambda: servers.start_our_stack(LOCAL, root, ctx.logs / f"run{run_no}"),
         IIP: lambda: servers.start_iipimage(root, ctx.out_dir / f"iipimage-run{run_no}", probe),
         S3: lambda: start_s3_stack(
             root,
-            [image.identifier for image in ctx.images.images],
+            [image.identifier for image in ctx.images.images] + aliases,
             ctx.out_dir / f"s3-run{run_no}",
             ctx.logs / f"run{run_no}",
             opts.s3_latency_ms,
@@ -152,7 +183,7 @@ def _start_servers(ctx: Context, run_no: int) -> dict[str, servers.RunningServer
 
 def _line(case: str, t: str, kind: str, phase: str, c: int, r: LoadResult) -> str:
     return (
-        f"  {case:10} {t:13} {kind:6} {phase:4} c={c:<2} {r.rps:8.1f} req/s "
+        f"  {case:10} {t:13} {kind:6} {phase:5} c={c:<2} {r.rps:8.1f} req/s "
         f"p50 {r.p50_ms:7.1f} ms p99 {r.p99_ms:7.1f} ms errors {r.errors}"
     )
 
@@ -167,14 +198,19 @@ def _step(
     concurrency: int,
     run_no: int,
     warm_duration_s: float | None = None,
+    requests: list[ImageRequest] | None = None,
 ) -> Measurement | None:
-    """One load step; None (and a note) when the load client failed."""
+    """One load step over `requests` (by default the type's `kind` list); None
+    (and a note) when the load client failed."""
     opts = ctx.options
     api = 2 if case == IIP else opts.api
-    targets = urls(ctx.workloads[type_][kind], server.prefixes[api], api)
+    listed = ctx.workloads[type_][kind] if requests is None else requests
+    targets = urls(listed, server.prefixes[api], api)
     limit: int | None
     if phase == "cold":
         duration, limit = opts.cold_duration_s, len(targets)
+    elif phase == "first":
+        duration, limit = first_duration(opts), len(targets)
     else:
         duration = warm_duration_s or opts.duration_s
         limit = 3 * len(targets) if opts.smoke else None
@@ -206,10 +242,11 @@ def _step(
         extra,
     )
     ctx.log(_line(case, type_.value, kind.value, phase, concurrency, result))
-    if phase == "cold" and result.requests < len(targets):
+    if phase in ("cold", "first") and result.requests < len(targets):
+        at = f" c={concurrency}" if phase == "first" else ""
         ctx.notes.append(
-            f"{case} {type_.value} {kind.value} run {run_no}: the cold pass stopped at its "
-            f"{duration:.0f} s bound after {result.requests} of {len(targets)} URLs."
+            f"{case} {type_.value} {kind.value}{at} run {run_no}: the {phase} pass stopped at "
+            f"its {duration:.0f} s bound after {result.requests} of {len(targets)} URLs."
         )
     return m
 
@@ -264,6 +301,43 @@ def _measure_servers(ctx: Context, running: dict[str, servers.RunningServer], ru
                         )
                         if warm is not None:
                             ctx.measurements.append(warm)
+            if kind == RequestKind.TILES:
+                usable = [c for c in active if c not in broken and c not in dead]
+                _measure_first(ctx, running, type_, usable, run_no)
+
+
+def _measure_first(
+    ctx: Context,
+    running: dict[str, servers.RunningServer],
+    type_: ImageType,
+    cases: Sequence[str],
+    run_no: int,
+) -> None:
+    """The `first` steps of `type_`: at each concurrency above 1, one pass over
+    the tile list of an alias of the master that no server has seen in this run
+    (so every cache is cold for it), the cases alternating in `cases`' order.
+
+    Run after the type's tile steps rather than before: the cold tile pass
+    then still comes first after start-up, as it always has, and start-up
+    costs are not charged to a pass at concurrency."""
+    for c in first_concurrencies(ctx.options):
+        requests = ctx.first_workloads.get((type_, c))
+        if not requests:
+            continue
+        for case in cases:
+            first = _step(
+                ctx,
+                case,
+                running[case],
+                type_,
+                RequestKind.TILES,
+                "first",
+                c,
+                run_no,
+                requests=requests,
+            )
+            if first is not None:
+                ctx.measurements.append(first)
 
 
 # A warm step lasts long enough for about this many responses, up to
@@ -377,6 +451,7 @@ def method_text(opts: Options, r: dict[str, Any]) -> str:
     else:
         client = "an asyncio httpx client (wrk was not installed)"
     conc = ", ".join(str(c) for c in opts.concurrency)
+    first_conc = ", ".join(f"c={c}" for c in first_concurrencies(opts)) or "none in this run"
     return f"""
 Everything below is made and run by `python -m bench` in one invocation, on 127.0.0.1.
 
@@ -411,6 +486,15 @@ a warm step of slow requests is stretched, up to {WARM_STRETCH:.0f}x, until abou
 The cases alternate step by step, in an order rotated every run; there are {opts.runs}
 runs, and the servers are restarted between runs.
 The load client is {client}.
+
+**First pass at concurrency** (`first`): warm steps above c=1 mostly measure caches, so
+after its tile steps each image type also gets, at each concurrency above 1 ({first_conc}),
+one pass over the `tiles` list of an image no server has seen yet in the run: the master
+under another name (`<type>-master-first<c>.<ext>`, a symlink beside it; an object of its
+own in the S3 store, uploaded with the others), so every server's caches are cold for it.
+Each URL is asked exactly once (the load client never sends more than the list, even
+at c > 1), bounded to {first_duration(opts):.0f} s; the cases alternate as above. The file's
+bytes may still be in the operating system's page cache, as for `cold`.
 
 **Cases**
 - IIPImage: Debian's iipimage-server as FastCGI behind lighttpd, one `iipsrv.fcgi`
@@ -474,7 +558,9 @@ def run(options: Options, log: Log = print) -> Report:
     if missing:
         log(f"bench: missing {', '.join(missing)} (pass --install to apt-get them)")
     images = ensure_images(opts.cache_dir, SMOKE if opts.smoke else FULL, log)
-    ctx = Context(opts, images, _workloads(images, opts.limit), out_dir, log)
+    ctx = Context(
+        opts, images, _workloads(images, opts.limit), out_dir, log, _first_workloads(images, opts)
+    )
     if IIP in opts.cases and (why := servers.iipimage_missing()):
         ctx.skipped[IIP] = why
     if S3 in opts.cases and (why := s3_missing()):

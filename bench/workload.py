@@ -196,6 +196,11 @@ def _spread(items: list[ImageRequest], limit: int | None) -> list[ImageRequest]:
     return [items[int(i * step)] for i in range(limit)]
 
 
+def tile_list(source: Source, limit: int | None = None) -> list[ImageRequest]:
+    """The `tiles` list of one image: its deep-zoom session, capped as in `build_workload`."""
+    return _spread(deep_zoom_session(source), limit)
+
+
 def build_workload(
     master: Source, mids: Sequence[Source], limit: int | None = None
 ) -> dict[RequestKind, list[ImageRequest]]:

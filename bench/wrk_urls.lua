@@ -3,7 +3,11 @@
 -- Usage: wrk -t1 -cC -dD -s wrk_urls.lua http://127.0.0.1:PORT -- URLS_FILE [LIMIT]
 --   URLS_FILE  one request target (path and query) per line
 --   LIMIT      stop after this many responses (0: run for the whole duration);
---              a cold pass sets it to the number of URLs, so each is asked once.
+--              a cold or first pass sets it to the number of URLs, so each is
+--              asked once. With a LIMIT, no more than LIMIT requests are ever
+--              sent: at c > 1, connections that would send more wait (delay())
+--              instead of wrapping round to the top of the list, whose answers
+--              would then be counted in place of the slowest last ones.
 -- The last line printed is "BENCH_JSON {...}" with counts, bytes and latency
 -- percentiles in microseconds. Run with one thread (-t1): every thread would
 -- otherwise start at the top of the same list.
@@ -16,6 +20,7 @@ local urls = {}
 local next_index = 0
 local limit = 0
 local responses = 0
+local reserved = 0
 
 function init(args)
   for line in io.lines(args[1]) do
@@ -24,6 +29,21 @@ function init(args)
     end
   end
   limit = tonumber(args[2] or "0") or 0
+  if limit <= 0 then
+    -- wrk asks whether delay() exists after init(): without a limit, keep the
+    -- plain request loop (no timer hop per request).
+    delay = nil
+  end
+end
+
+-- Called before each request of a connection (wrk then calls request()):
+-- the first LIMIT pass at once, any later one waits far longer than a step.
+function delay()
+  if reserved >= limit then
+    return 86400000
+  end
+  reserved = reserved + 1
+  return 0
 end
 
 function request()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 
 from bench.codec_floor import pick_reduction
+from bench.images import BenchImage, ImageSet, ImageType, first_alias, link_alias
 from bench.load import LoadResult, parse_wrk_output, percentile
 from bench.profile import categorise, summarise
 from bench.report import (
@@ -18,8 +21,18 @@ from bench.report import (
     Report,
     aggregate,
     disagreements,
+    first_markdown,
+    headline_markdown,
     ratio_rows,
+    ratios_markdown,
     render_markdown,
+)
+from bench.run import (
+    FIRST_MIN_DURATION_S,
+    Options,
+    first_concurrencies,
+    first_duration,
+    smoke_options,
 )
 from bench.workload import (
     RequestKind,
@@ -27,6 +40,7 @@ from bench.workload import (
     build_workload,
     deep_zoom_session,
     fit,
+    tile_list,
     top_scale_exponent,
     urls,
 )
@@ -124,8 +138,11 @@ def _result(rps: float) -> LoadResult:
     return LoadResult("wrk", 1, int(rps * 10), 10.0, 0, 0, 1.0, 2.0, 3.0, 4.0)
 
 
-def _m(case: str, rps: float, run: int, phase: str = "warm", c: int = 1) -> Measurement:
-    return Measurement(case, "jp2-tiled", "tiles", phase, c, run, 10, _result(rps), 1 << 20)
+def _m(
+    case: str, rps: float, run: int, phase: str = "warm", c: int = 1, p99: float = 3.0
+) -> Measurement:
+    result = LoadResult("wrk", c, int(rps * 10), 10.0, 0, 0, 1.0, 2.0, p99, 4.0)
+    return Measurement(case, "jp2-tiled", "tiles", phase, c, run, int(rps * 10), result, 1 << 20)
 
 
 def test_ratios_and_disagreement_flags() -> None:
@@ -190,3 +207,117 @@ def test_profile_categories() -> None:
     assert shares["asyncio event loop"] == pytest.approx(0.1)
     assert summary.busy == pytest.approx(1.0)
     assert categorise(["a (libjpeg.so.62)"]).startswith("libjpeg")
+
+
+def test_first_alias_names_a_new_identifier_with_the_same_extension() -> None:
+    assert first_alias("jp2-tiled-master.jp2", 4) == "jp2-tiled-master-first4.jp2"
+    assert first_alias("tiff-pyramid-master.tif", 16) == "tiff-pyramid-master-first16.tif"
+    assert first_alias("noext", 4) == "noext-first4"
+    assert first_alias("a.b/noext", 4) == "a.b/noext-first4"
+
+
+def test_link_alias_is_a_relative_symlink_made_once_and_repaired(tmp_path: Path) -> None:
+    (tmp_path / "m.jp2").write_bytes(b"master")
+    (tmp_path / "other.jp2").write_bytes(b"other")
+    link = link_alias(tmp_path, "m.jp2", "m-first4.jp2")
+    assert link == tmp_path / "m-first4.jp2"
+    assert os.readlink(link) == "m.jp2"  # relative: the cache folder can move
+    assert link.read_bytes() == b"master"
+    link_alias(tmp_path, "m.jp2", "m-first4.jp2")  # again: kept
+    assert os.readlink(link) == "m.jp2"
+    link.unlink()
+    link.symlink_to("other.jp2")
+    link_alias(tmp_path, "m.jp2", "m-first4.jp2")  # pointing elsewhere: replaced
+    assert link.read_bytes() == b"master"
+
+
+def test_first_pass_master_is_the_master_under_its_alias(tmp_path: Path) -> None:
+    master = BenchImage(ImageType.JP2_TILED, "master", "jp2-tiled-master.jp2", 600, 800)
+    (tmp_path / master.identifier).write_bytes(b"jp2")
+    images = ImageSet(tmp_path, (master,), {})
+    alias = images.first_pass_master(ImageType.JP2_TILED, 16)
+    assert alias.identifier == "jp2-tiled-master-first16.jp2"
+    assert (alias.width, alias.height, alias.role) == (600, 800, "master")
+    assert images.path_of(alias.identifier).resolve() == images.path_of(master.identifier)
+    # The alias is not one of the set's images: nothing else requests it.
+    assert images.get(ImageType.JP2_TILED, "master") == master
+    tiles = tile_list(Source(alias.identifier, alias.width, alias.height))
+    assert tiles == deep_zoom_session(Source(alias.identifier, 600, 800))
+    assert all(r.v2.startswith("jp2-tiled-master-first16.jp2/") for r in tiles)
+    assert len(tile_list(Source(alias.identifier, 600, 800), limit=3)) == 3
+
+
+def test_first_phase_runs_at_every_concurrency_above_one() -> None:
+    assert first_concurrencies(Options()) == (4, 16)
+    assert first_concurrencies(Options(concurrency=(1, 4, 4, 2))) == (4, 2)
+    assert first_concurrencies(smoke_options(Options())) == ()
+    assert first_duration(Options(cold_duration_s=5)) == FIRST_MIN_DURATION_S
+    assert first_duration(Options(cold_duration_s=90)) == 90
+
+
+def _first_report_measurements() -> list[Measurement]:
+    ms = [
+        # c=4: ours 20 then 30 req/s, IIPImage 10 both runs, S3 5.
+        _m(LOCAL, 20, 1, "first", 4, p99=400),
+        _m(LOCAL, 30, 2, "first", 4, p99=600),
+        _m(IIP, 10, 1, "first", 4, p99=900),
+        _m(IIP, 10, 2, "first", 4, p99=900),
+        _m(S3, 5, 1, "first", 4, p99=2000),
+        _m(S3, 5, 2, "first", 4, p99=2000),
+        # c=16: ours 40, IIPImage 20.
+        _m(LOCAL, 40, 1, "first", 16),
+        _m(IIP, 20, 1, "first", 16),
+        # Other phases, which the section leaves out.
+        _m(LOCAL, 100, 1, "cold"),
+        _m(IIP, 50, 1, "cold"),
+        _m(LOCAL, 500, 1, "warm", 4),
+        _m(IIP, 250, 1, "warm", 4),
+    ]
+    # IIPImage's c=16 pass stopped at its bound after 200 of 300 URLs.
+    partial = ms[7]
+    ms[7] = Measurement(
+        partial.case, partial.image_type, partial.kind, partial.phase, 16, 1, 300, partial.result
+    )
+    return ms
+
+
+def test_first_section_has_rates_ratio_and_p99_per_type_and_concurrency() -> None:
+    text = first_markdown(_first_report_measurements())
+    lines = text.splitlines()
+    assert lines[0].startswith("| image type | c | ours req/s | IIPImage req/s | ours / IIPImage")
+    assert lines[0].endswith("| S3 req/s | S3 p99 ms |")
+    # Mean rates over runs (25 req/s), ratio 2.5 flagged (runs 50% apart), median p99.
+    assert lines[2] == "| jp2-tiled | 4 | 25.0 † | 10.0 | 2.50 † | 500 | 900 | 5.0 | 2000 |"
+    assert lines[3] == "| jp2-tiled | 16 | 40.0 | 20.0 ‡ | 2.00 | 3 | 3 | - | - |"
+    assert len(lines) == 4
+
+
+def test_first_section_without_s3_or_first_steps() -> None:
+    ms = [m for m in _first_report_measurements() if m.case != S3]
+    assert "S3" not in first_markdown(ms).splitlines()[0]
+    no_first = [m for m in ms if m.phase != "first"]
+    assert first_markdown(no_first).startswith("No first-pass steps")
+
+
+def test_first_phase_in_ratio_and_headline_tables() -> None:
+    table = aggregate(_first_report_measurements())
+    ratios = ratios_markdown(table, cores=2).splitlines()[2:]
+    phases = [(line.split(" | ")[2], line.split(" | ")[3]) for line in ratios]
+    assert phases == [("cold", "1"), ("first", "4"), ("first", "16"), ("warm", "4")]
+    assert "| jp2-tiled | tiles | first | 4 | 2.50 † | - | 0.20 † |" in ratios
+    headline = headline_markdown(table, cores=2).splitlines()[2:]
+    assert [line.split(" | ")[1] for line in headline] == ["cold", "first", "warm"]
+    # Geometric mean over c of ours / IIPImage: sqrt(2.5 * 2).
+    assert headline[1].startswith(f"| jp2-tiled | first | {math.sqrt(5):.2f} |")
+
+
+def test_markdown_report_has_the_first_section() -> None:
+    report = Report(
+        meta={"date": "today", "command": "python -m bench", "wall_s": 60, "cores": 2},
+        measurements=_first_report_measurements(),
+        skipped={},
+        profiles=[],
+    )
+    text = render_markdown(Report.from_json(report.to_json()), "How.")
+    section = text.split("## First pass at concurrency (caches cold)\n", 1)[1]
+    assert section.split("\n## ", 1)[0].count("| jp2-tiled |") == 2
