@@ -56,11 +56,15 @@ _SOURCE_FORMATS: dict[int, str] = {
     pb.SOURCE_FORMAT_PNG: "png",
 }
 
-# Retry only what is safe and cheap to retry: a decoder that went away
-# (UNAVAILABLE) before answering. gRPC never retries past the call's deadline.
+# Each channel holds one connection to one decoder address, picked at random
+# among those the target resolves to (pick_first with a shuffled list, gRFC
+# A62): the gateway balances calls over its channels itself and knows which
+# decoder process each one reaches (see DecoderClient._pick). Retry only what
+# is safe and cheap to retry: a decoder that went away (UNAVAILABLE) before
+# answering. gRPC never retries past the call's deadline.
 _SERVICE_CONFIG = json.dumps(
     {
-        "loadBalancingConfig": [{"round_robin": {}}],
+        "loadBalancingConfig": [{"pick_first": {"shuffleAddressList": True}}],
         "methodConfig": [
             {
                 "name": [{"service": "iiif.decoder.v1.Decoder"}],
@@ -161,8 +165,8 @@ class DecoderClient:
         self._stubs = [decoder_pb2_grpc.DecoderStub(c) for c in self._channels]
         # The decoder process last seen answering on each channel ("" unknown).
         self._members = [""] * len(self._stubs)
-        self._next = itertools.cycle(range(len(self._stubs)))
-        self._turn = itertools.count()
+        self._turn = itertools.count()  # over decoder processes
+        self._spread = itertools.count()  # over one process's channels
         self._health = health_pb2_grpc.HealthStub(self._channels[0])
 
     async def close(self) -> None:
@@ -170,14 +174,22 @@ class DecoderClient:
             await channel.close()
 
     def _pick(self, affinity: Hashable | None = None) -> int:
-        """A channel index: one reaching the decoder that owns `affinity`
-        (see gateway/routing.py) when known, else the next in turn."""
+        """A channel index: one reaching the decoder process that owns
+        `affinity` (see gateway/routing.py), else the next decoder process
+        in turn, so each gets an equal share however many channels reach
+        it; channels not yet known to lead anywhere take turns too."""
+        members = sorted({m for m in self._members if m})
+        target: str | None = None
         if affinity is not None:
-            member = routing.owner(affinity, {m for m in self._members if m})
-            if member is not None:
-                mine = [i for i, m in enumerate(self._members) if m == member]
-                return mine[next(self._turn) % len(mine)]
-        return next(self._next)
+            target = routing.owner(affinity, members)
+        if target is None:
+            unknown = [i for i, m in enumerate(self._members) if not m]
+            turn = next(self._turn) % (len(members) + len(unknown))
+            if turn >= len(members):
+                return unknown[turn - len(members)]
+            target = members[turn]
+        mine = [i for i, m in enumerate(self._members) if m == target]
+        return mine[next(self._spread) % len(mine)]
 
     def _seen(self, index: int, decoder_id: str) -> None:
         # Connections move between decoder processes (restarts, max connection

@@ -15,12 +15,13 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    # Any gRPC target: host:port, or dns:///decoder.ns.svc:50051 for client-side
-    # round-robin over every decoder a headless Service lists.
+    # Any gRPC target: host:port, or dns:///decoder.ns.svc:50051 for every
+    # decoder a headless Service lists.
     decoder_target: str = "127.0.0.1:50051"
-    # gRPC channels (each its own connections) per gateway process, so every
-    # worker process of a decoder gets calls.
-    decoder_channels: int = Field(8, ge=1, le=64)
+    # gRPC channels per gateway process, each one connection to one decoder
+    # address picked at random: a few per decoder process (pods x worker
+    # processes) reach them all; calls are balanced over those reached.
+    decoder_channels: int = Field(8, ge=1, le=256)
     # Public base URL (scheme://host[:port][/prefix]) used in info.json ids and
     # Link headers; when unset it comes from Forwarded / X-Forwarded-* headers,
     # else from the request itself.

@@ -28,7 +28,8 @@ Blocks go through the shared :class:`BlockCache` and a table of in-flight
 fetches, so concurrent requests for one image do not fetch a block twice.
 
 Memory: a reader holds a reservation in the process :class:`ByteBudget`
-(made at open) and counts against it every byte it holds (blocks and
+(made at its first read, so requests that wait for a decode slot, or that
+caches answer, hold nothing) and counts against it every byte it holds (blocks and
 segments until dropped) plus the bytes it returned, which the codec may keep
 (OpenJPEG copies every tile-part, so an untiled JPEG 2000 costs its size
 twice). Needing more than reserved waits for budget (bounded), read-ahead
@@ -146,8 +147,9 @@ class BlockReader:
     """A ByteReader over a remote object (see the module docstring).
 
     Create it on the event loop thread (``loop``), with `reserved` bytes
-    already reserved in `budget`; it releases them on close. Thread-safe
-    for reads from any thread but the loop's; all state lives on the loop.
+    already reserved in `budget` and `deferred` more to reserve at its first
+    read; it releases what it holds on close. Thread-safe for reads from any
+    thread but the loop's; all state lives on the loop.
     """
 
     def __init__(
@@ -161,6 +163,7 @@ class BlockReader:
         budget: ByteBudget,
         reserved: int,
         index: ObjectIndex | None = None,
+        deferred: int = 0,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -171,6 +174,7 @@ class BlockReader:
         self._inflight = inflight
         self._budget = budget
         self._reserved = reserved
+        self._deferred = deferred
         self._used = 0  # bytes held + bytes handed to the codec (capped at size)
         self._returned = 0
         self._index = index
@@ -321,6 +325,8 @@ class BlockReader:
             raise ValueError("offset and length must be >= 0")
         if self._closed:
             raise ValueError("reader is closed")
+        if self._deferred:
+            await self._reserve_deferred()
         if short and self._short_ok is None:
             # Only some codecs take short reads; the file's signature says.
             self._short_ok = accepts_short_reads(await self._read(0, 16, short=False))
@@ -538,6 +544,14 @@ class BlockReader:
                 self._uncharge(rng[1] - rng[0])
 
     # -- internals: accounting ---------------------------------------------------
+
+    async def _reserve_deferred(self) -> None:
+        nbytes, self._deferred = self._deferred, 0
+        await self._budget.acquire(nbytes)
+        if self._closed:  # closed while waiting: give it straight back
+            self._budget.release(nbytes)
+            raise SourceUnavailable("reader closed")
+        self._reserved += nbytes
 
     def _try_charge(self, nbytes: int) -> bool:
         need = self._used + nbytes - self._reserved

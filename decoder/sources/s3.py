@@ -251,7 +251,8 @@ class S3Source(Source):
     async def open(self, identifier: str) -> SourceObject:
         """Open the object for reading; the caller must close the reader.
 
-        Reserves the request's expected cost in the memory budget first.
+        The request's expected cost is reserved in the memory budget at its
+        first read (a cost over the whole budget is refused at once).
         Raises InvalidIdentifier, ObjectNotFound, SourceAccessDenied,
         SourceUnavailable or SourceOverloaded.
         """
@@ -260,22 +261,24 @@ class S3Source(Source):
             f"s3://{located.bucket}/{located.key}", located.stat.version, located.stat.size
         )
         index = self._indexes.get((obj.location, obj.version))
-        reserved = expected_cost(obj.size, self._config.policy, index)
-        await self.budget.acquire(reserved)
-        try:
-            reader = BlockReader(
-                obj=obj,
-                fetcher=_Fetcher(self, located),
-                policy=self._config.policy,
-                cache=self.cache,
-                inflight=self._inflight,
-                budget=self.budget,
-                reserved=reserved,
-                index=index,
-            )
-        except BaseException:
-            self.budget.release(reserved)
-            raise
+        expected = expected_cost(obj.size, self._config.policy, index)
+        if expected > self.budget.capacity:
+            # It could never fit: refuse now, before any GET.
+            await self.budget.acquire(expected)
+        # Reserved at the first read, not now: a request that waits for a
+        # decode slot, or for a block another request is decoding, or that a
+        # cache answers, must not hold source memory meanwhile.
+        reader = BlockReader(
+            obj=obj,
+            fetcher=_Fetcher(self, located),
+            policy=self._config.policy,
+            cache=self.cache,
+            inflight=self._inflight,
+            budget=self.budget,
+            reserved=0,
+            index=index,
+            deferred=expected,
+        )
         if (obj.location, obj.version) not in self._indexes:
             reader.on_close = lambda: self._schedule_index(located, obj)
         return SourceObject(stat=located.stat, reader=reader)

@@ -86,6 +86,11 @@ def test_describe_reports_real_levels_and_tiles(stub: decoder_pb2_grpc.DecoderSt
         assert (desc.tile_width, desc.tile_height) == (256, 256)
         for lv in desc.levels:
             assert lv.width == -(-desc.width // lv.downscale)
+    # Small JPEG 2000 regions are decoded and cached as 1024 px blocks; TIFF
+    # tiles are not, so callers have nothing to route by for them.
+    assert (jp2.cache_block, tif.cache_block) == (1024, 0)
+    assert jp2.decoder_id
+    assert jp2.decoder_id == tif.decoder_id, "one decoder process answered both"
 
 
 @pytest.mark.parametrize("identifier", SOURCES)

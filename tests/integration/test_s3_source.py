@@ -6,6 +6,7 @@ Assertions are about work (GETs, bytes, budget), never about time.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +21,7 @@ from decoder.service import ImageService
 from decoder.sources.base import InvalidIdentifier, ObjectNotFound, SourceUnavailable
 from decoder.sources.filesystem import FilesystemSource
 from decoder.sources.object_index import ObjectIndex
-from decoder.sources.readahead import ReadPolicy
+from decoder.sources.readahead import ReadPolicy, expected_cost
 from decoder.sources.s3 import S3Source, SourceAccessDenied
 from tests.integration import s3support
 from tests.integration.s3support import S3Images, image_service, s3_source
@@ -315,6 +316,36 @@ async def test_budget_is_never_exceeded_under_load(
         assert all(isinstance(f, SourceOverloaded) for f in failures), failures
         assert len(failures) < len(names)
         assert 0 < source.budget.peak <= budget
+        assert source.budget.in_use == 0
+    finally:
+        await source.aclose()
+
+
+async def test_opened_readers_hold_no_budget_until_they_read(
+    fresh_proxy: ProxyThread, s3_images: S3Images, decode_pool: ThreadPoolExecutor
+) -> None:
+    """Requests queued for a decode slot (or answered by a cache) hold no
+    source memory: the reservation is made at a reader's first read."""
+    policy = ReadPolicy(block_size=64 << 10, readahead=2, whole_object_bytes=0)
+    expected = expected_cost(s3_images.size("untiled"), policy, None)
+    source = s3_source(
+        fresh_proxy.url,
+        memory_budget_bytes=3 * expected,
+        block_cache_bytes=0,
+        block_size=policy.block_size,
+        readahead=policy.readahead,
+        whole_object_bytes=0,
+    )
+    try:
+        # Ten requests' reservations would not fit together, and need not.
+        opened = [await source.open("untiled") for _ in range(10)]
+        assert source.budget.in_use == 0
+        assert fresh_proxy.count("GET") == 0
+        await asyncio.to_thread(opened[0].reader.read_at, 0, 16)
+        assert expected <= source.budget.in_use <= 3 * expected
+        for obj in opened:
+            obj.reader.close()
+        await source.wait_for_indexes()  # the first close builds the index
         assert source.budget.in_use == 0
     finally:
         await source.aclose()

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -132,3 +133,53 @@ def test_renders_of_one_cached_block_go_to_one_worker(image_root: Path, tmp_path
 
 def _plan(x: int, y: int, side: int) -> RenderPlan:
     return RenderPlan(PixelBox(x, y, side, side), side, side, 0.0, False, "default", "jpg")
+
+
+def test_channels_stick_to_one_decoder_and_calls_balance_over_decoders(
+    image_root: Path, tmp_path: Path
+) -> None:
+    """With a target that resolves to several decoders, each channel stays
+    with one (so routing by block holds across pods), and calls without a
+    block are shared evenly between the decoders, not between channels."""
+    first, first_target = start_decoder(image_root, tmp_path, "decoder-pin-a")
+    second, second_target = start_decoder(image_root, tmp_path, "decoder-pin-b")
+
+    async def scenario() -> None:
+        # 16 channels over 2 addresses: all on one has odds 2^-15.
+        client = DecoderClient(
+            f"ipv4:{first_target},{second_target}", 30.0, 1, 16, 60.0, channels=16
+        )
+        await client.start()
+        try:
+            desc = await client.describe("sample-tiled")
+            for _ in range(3 * 16):
+                stream = await client.render("sample-tiled", _plan(0, 0, 64), desc.version)
+                [_ async for _ in stream.chunks]
+            first_seen = client.decoders()
+            assert len(set(first_seen)) == 2, first_seen
+            served: Counter[str] = Counter()
+            for i in range(40):
+                stream = await client.render(
+                    "sample-tiled", _plan(64 * (i % 4), 0, 64), desc.version
+                )
+                [_ async for _ in stream.chunks]
+                served[stream.decoder_id] += 1
+            assert client.decoders() == first_seen, "a channel changed decoder"
+            assert sorted(served.values()) == [20, 20], served
+            for key in range(10):
+                ids = set()
+                for x in (0, 64, 128):
+                    stream = await client.render(
+                        "sample-tiled", _plan(x, 0, 64), desc.version, affinity=("k", key)
+                    )
+                    [_ async for _ in stream.chunks]
+                    ids.add(stream.decoder_id)
+                assert len(ids) == 1, (key, ids)
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        processes.stop(first)
+        processes.stop(second)
