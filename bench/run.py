@@ -319,7 +319,11 @@ def _measure_first(
 
     Run after the type's tile steps rather than before: the cold tile pass
     then still comes first after start-up, as it always has, and start-up
-    costs are not charged to a pass at concurrency."""
+    costs are not charged to a pass at concurrency. Skipped for image types
+    IIPImage does not read (plain JPEG) when it runs: the phase is there to
+    compare decoding with it, and those passes take minutes."""
+    if IIP in running and type_ not in running[IIP].serves:
+        return
     for c in first_concurrencies(ctx.options):
         requests = ctx.first_workloads.get((type_, c))
         if not requests:
@@ -488,7 +492,7 @@ runs, and the servers are restarted between runs.
 The load client is {client}.
 
 **First pass at concurrency** (`first`): warm steps above c=1 mostly measure caches, so
-after its tile steps each image type also gets, at each concurrency above 1 ({first_conc}),
+after its tile steps each image type IIPImage reads also gets, at each concurrency above 1 ({first_conc}),
 one pass over the `tiles` list of an image no server has seen yet in the run: the master
 under another name (`<type>-master-first<c>.<ext>`, a symlink beside it; an object of its
 own in the S3 store, uploaded with the others), so every server's caches are cold for it.
