@@ -492,8 +492,8 @@ runs, and the servers are restarted between runs.
 The load client is {client}.
 
 **First pass at concurrency** (`first`): warm steps above c=1 mostly measure caches, so
-after its tile steps each image type IIPImage reads also gets, at each concurrency above 1 ({first_conc}),
-one pass over the `tiles` list of an image no server has seen yet in the run: the master
+after its tile steps each image type IIPImage reads also gets, at each concurrency
+above 1 ({first_conc}), one pass over the `tiles` list of an image no server has seen yet in the run: the master
 under another name (`<type>-master-first<c>.<ext>`, a symlink beside it; an object of its
 own in the S3 store, uploaded with the others), so every server's caches are cold for it.
 Each URL is asked exactly once (the load client never sends more than the list, even
