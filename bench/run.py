@@ -492,13 +492,13 @@ runs, and the servers are restarted between runs.
 The load client is {client}.
 
 **First pass at concurrency** (`first`): warm steps above c=1 mostly measure caches, so
-after its tile steps each image type IIPImage reads also gets, at each concurrency
-above 1 ({first_conc}), one pass over the `tiles` list of an image no server has seen yet in the run: the master
-under another name (`<type>-master-first<c>.<ext>`, a symlink beside it; an object of its
-own in the S3 store, uploaded with the others), so every server's caches are cold for it.
-Each URL is asked exactly once (the load client never sends more than the list, even
-at c > 1), bounded to {first_duration(opts):.0f} s; the cases alternate as above. The file's
-bytes may still be in the operating system's page cache, as for `cold`.
+after its tile steps each image type IIPImage reads also gets, at each concurrency above 1
+({first_conc}), one pass over the `tiles` list of an image no server has seen yet in the
+run: the master under another name (`<type>-master-first<c>.<ext>`, a symlink beside it;
+an object of its own in the S3 store, uploaded with the others), so every server's caches
+are cold for it. Each URL is asked exactly once (the load client never sends more than the
+list, even at c > 1), bounded to {first_duration(opts):.0f} s; the cases alternate as
+above. The file's bytes may still be in the operating system's page cache, as for `cold`.
 
 **Cases**
 - IIPImage: Debian's iipimage-server as FastCGI behind lighttpd, one `iipsrv.fcgi`
