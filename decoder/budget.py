@@ -68,6 +68,16 @@ class ByteBudget:
         """The most bytes ever reserved at once."""
         return self._peak
 
+    def check_fits(self, nbytes: int) -> None:
+        """Raise SourceOverloaded if `nbytes` could never be reserved (more
+        than the whole capacity); reserves nothing."""
+        if nbytes > self._capacity:
+            raise SourceOverloaded(
+                f"request needs {nbytes} bytes of source buffers, more than the "
+                f"whole budget of {self._capacity}",
+                self._timeout_s,
+            )
+
     def try_acquire(self, nbytes: int) -> bool:
         """Reserve `nbytes` if they fit now and nobody is queued; never waits."""
         if nbytes < 0:
@@ -85,12 +95,7 @@ class ByteBudget:
         Raises SourceOverloaded if `nbytes` exceeds the capacity or no room
         came in time; nothing is reserved then.
         """
-        if nbytes > self._capacity:
-            raise SourceOverloaded(
-                f"request needs {nbytes} bytes of source buffers, more than the "
-                f"whole budget of {self._capacity}",
-                self._timeout_s,
-            )
+        self.check_fits(nbytes)
         if self.try_acquire(nbytes):
             return
         waiter = _Waiter(nbytes, asyncio.get_running_loop().create_future())

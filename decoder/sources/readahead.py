@@ -326,7 +326,8 @@ class BlockReader:
         if self._closed:
             raise ValueError("reader is closed")
         if self._deferred:
-            await self._reserve_deferred()
+            nbytes, self._deferred = self._deferred, 0
+            await self._reserve(nbytes)
         if short and self._short_ok is None:
             # Only some codecs take short reads; the file's signature says.
             self._short_ok = accepts_short_reads(await self._read(0, 16, short=False))
@@ -545,8 +546,7 @@ class BlockReader:
 
     # -- internals: accounting ---------------------------------------------------
 
-    async def _reserve_deferred(self) -> None:
-        nbytes, self._deferred = self._deferred, 0
+    async def _reserve(self, nbytes: int) -> None:
         await self._budget.acquire(nbytes)
         if self._closed:  # closed while waiting: give it straight back
             self._budget.release(nbytes)
@@ -565,11 +565,7 @@ class BlockReader:
     async def _charge(self, nbytes: int) -> None:
         need = self._used + nbytes - self._reserved
         if need > 0:
-            await self._budget.acquire(need)
-            if self._closed:  # closed while waiting: give it straight back
-                self._budget.release(need)
-                raise SourceUnavailable("reader closed")
-            self._reserved += need
+            await self._reserve(need)
         self._used += nbytes
 
     def _uncharge(self, nbytes: int) -> None:

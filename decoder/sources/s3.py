@@ -262,9 +262,7 @@ class S3Source(Source):
         )
         index = self._indexes.get((obj.location, obj.version))
         expected = expected_cost(obj.size, self._config.policy, index)
-        if expected > self.budget.capacity:
-            # It could never fit: refuse now, before any GET.
-            await self.budget.acquire(expected)
+        self.budget.check_fits(expected)  # one that never could: refused before any GET
         # Reserved at the first read, not now: a request that waits for a
         # decode slot, or for a block another request is decoding, or that a
         # cache answers, must not hold source memory meanwhile.

@@ -105,19 +105,14 @@ def test_renders_of_one_cached_block_go_to_one_worker(image_root: Path, tmp_path
             assert desc.cache_block == 1024
             # Learn where every channel leads: answers name their worker.
             for _ in range(3 * 8):
-                stream = await client.render("sample-tiled", _plan(0, 0, 64), desc.version)
-                assert stream.decoder_id
-                [_ async for _ in stream.chunks]
+                assert await _rendered_by(client, desc.version, 0)
             known = {d for d in client.decoders() if d}
             assert 1 <= len(known) <= 2
             owners: dict[tuple[int, ...], set[str]] = {}
             for key in range(20):
                 for x in (0, 64, 128):
-                    stream = await client.render(
-                        "sample-tiled", _plan(x, 0, 64), desc.version, affinity=("k", key)
-                    )
-                    [_ async for _ in stream.chunks]
-                    owners.setdefault((key,), set()).add(stream.decoder_id)
+                    decoder = await _rendered_by(client, desc.version, x, ("k", key))
+                    owners.setdefault((key,), set()).add(decoder)
             assert all(len(ids) == 1 for ids in owners.values()), owners
             used = set().union(*owners.values())
             # With both workers reachable, 20 keys all landing on one has odds 2^-19.
@@ -133,6 +128,15 @@ def test_renders_of_one_cached_block_go_to_one_worker(image_root: Path, tmp_path
 
 def _plan(x: int, y: int, side: int) -> RenderPlan:
     return RenderPlan(PixelBox(x, y, side, side), side, side, 0.0, False, "default", "jpg")
+
+
+async def _rendered_by(
+    client: DecoderClient, version: str, x: int, affinity: tuple[str, int] | None = None
+) -> str:
+    """Render the 64 px tile at (x, 0) of sample-tiled; the decoder that did it."""
+    stream = await client.render("sample-tiled", _plan(x, 0, 64), version, affinity=affinity)
+    [_ async for _ in stream.chunks]
+    return stream.decoder_id
 
 
 def test_channels_stick_to_one_decoder_and_calls_balance_over_decoders(
@@ -153,27 +157,18 @@ def test_channels_stick_to_one_decoder_and_calls_balance_over_decoders(
         try:
             desc = await client.describe("sample-tiled")
             for _ in range(3 * 16):
-                stream = await client.render("sample-tiled", _plan(0, 0, 64), desc.version)
-                [_ async for _ in stream.chunks]
+                await _rendered_by(client, desc.version, 0)
             first_seen = client.decoders()
             assert len(set(first_seen)) == 2, first_seen
             served: Counter[str] = Counter()
             for i in range(40):
-                stream = await client.render(
-                    "sample-tiled", _plan(64 * (i % 4), 0, 64), desc.version
-                )
-                [_ async for _ in stream.chunks]
-                served[stream.decoder_id] += 1
+                served[await _rendered_by(client, desc.version, 64 * (i % 4))] += 1
             assert client.decoders() == first_seen, "a channel changed decoder"
             assert sorted(served.values()) == [20, 20], served
             for key in range(10):
                 ids = set()
                 for x in (0, 64, 128):
-                    stream = await client.render(
-                        "sample-tiled", _plan(x, 0, 64), desc.version, affinity=("k", key)
-                    )
-                    [_ async for _ in stream.chunks]
-                    ids.add(stream.decoder_id)
+                    ids.add(await _rendered_by(client, desc.version, x, ("k", key)))
                 assert len(ids) == 1, (key, ids)
         finally:
             await client.close()
