@@ -16,18 +16,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from cachetools import LRUCache
 
 from decoder import metrics
 from decoder.admission import Admission
 from decoder.cost import estimate_render_bytes
-from decoder.engines.base import ImageInfo
+from decoder.engines.base import ImageInfo, SourceFormat
 from decoder.engines.registry import EngineRegistry
 from decoder.engines.sniff import SNIFF_BYTES, sniff
-from decoder.pipeline import run_pipeline
-from decoder.plan import Plan
+from decoder.pipeline import passthrough, run_pipeline
+from decoder.plan import InvalidPlan, Plan
 from decoder.sources.base import ByteReader, ObjectStat, Source, SourceObject
 
 T = TypeVar("T")
@@ -53,6 +53,33 @@ class SourceLimits:
 class Description:
     stat: ObjectStat
     info: ImageInfo
+    # Per level of `info`: whether its whole tiles can be sent as stored.
+    stored_tiles: tuple[bool, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTiles:
+    stat: ObjectStat
+    content_type: str
+    # (column, row, bytes), row by row.
+    tiles: list[tuple[int, int, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class TileRect:
+    """A rectangle of one level's tile grid."""
+
+    level: int
+    column: int
+    row: int
+    columns: int
+    rows: int
+
+
+# One StoredTiles call answers at most this many tiles and bytes: a bound on
+# the memory it holds, and on the caller's wait for its first tile.
+MAX_STORED_TILES: Final = 256
+MAX_STORED_TILE_BYTES: Final = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +133,51 @@ class ImageService:
         obj = await self._source.open(identifier)
         try:
             info = await self._info(obj)
+            stored: tuple[bool, ...] = (False,) * len(info.levels)
+            if info.format is SourceFormat.TIFF:
+                stored = await self._run(
+                    passthrough.stored_levels, obj.reader, info, (obj.stat.key, obj.stat.version)
+                )
         finally:
             obj.reader.close()
-        return Description(obj.stat, info)
+        return Description(obj.stat, info, stored)
+
+    async def stored_tiles(
+        self, identifier: str, rect: TileRect, expected_version: str = ""
+    ) -> StoredTiles:
+        """The whole stored tiles of `rect` that can be sent as they are
+        (see passthrough.read_stored_tiles), at most MAX_STORED_TILE_BYTES.
+
+        Raises InvalidPlan for a level or rectangle that does not exist or
+        is too large, passthrough.NoStoredTiles for a level without stored
+        tiles, and as render() does.
+        """
+        if rect.columns < 1 or rect.rows < 1 or rect.columns * rect.rows > MAX_STORED_TILES:
+            raise InvalidPlan(f"columns, rows: from 1x1 to {MAX_STORED_TILES} tiles in all")
+        obj = await self._source.open(identifier)
+        try:
+            stat = obj.stat
+            if expected_version and stat.version != expected_version:
+                raise VersionMismatch(
+                    f"{identifier!r} changed: version {stat.version}, expected {expected_version}"
+                )
+            info = await self._info(obj)
+            if rect.level >= len(info.levels):
+                raise InvalidPlan(f"level: the image has {len(info.levels)} levels")
+            async with self._admission.slot(MAX_STORED_TILE_BYTES):
+                tiles = await self._run(
+                    passthrough.read_stored_tiles,
+                    obj.reader,
+                    info,
+                    (stat.key, stat.version),
+                    rect.level,
+                    range(rect.column, rect.column + rect.columns),
+                    range(rect.row, rect.row + rect.rows),
+                    MAX_STORED_TILE_BYTES,
+                )
+        finally:
+            obj.reader.close()
+        return StoredTiles(stat, "image/jpeg", tiles)
 
     async def render(
         self,

@@ -23,7 +23,13 @@ from decoder.engines.base import DecodeError, RenderError, SourceFormat, Unsuppo
 from decoder.pipeline import Cancelled
 from decoder.pipeline.load import cache_block
 from decoder.plan import Box, InvalidPlan, OutputFormat, Plan, Quality
-from decoder.service import Description, ImageService, SourceTooLarge, VersionMismatch
+from decoder.service import (
+    Description,
+    ImageService,
+    SourceTooLarge,
+    TileRect,
+    VersionMismatch,
+)
 from decoder.sources.base import InvalidIdentifier, ObjectNotFound, SourceUnavailable
 from decoder.sources.s3 import SourceAccessDenied
 
@@ -146,8 +152,11 @@ def describe_to_proto(
                 downscale=lv.downscale,
                 tile_width=lv.tile_width,
                 tile_height=lv.tile_height,
+                stored_tiles=stored,
             )
-            for lv in info.levels
+            for lv, stored in zip(
+                info.levels, desc.stored_tiles or (False,) * len(info.levels), strict=True
+            )
         ],
         tile_width=info.tile_width,
         tile_height=info.tile_height,
@@ -224,6 +233,32 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         data = memoryview(rendered.data)
         for start in range(0, len(data), self._chunk_bytes):
             yield pb.RenderChunk(data=bytes(data[start : start + self._chunk_bytes]))
+
+
+    async def StoredTiles(
+        self, request: pb.StoredTilesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StoredTile]:
+        with _observed("StoredTiles", context, request.identifier) as outcome:
+            rect = TileRect(
+                request.level, request.column, request.row, request.columns, request.rows
+            )
+            try:
+                found = await self._service.stored_tiles(
+                    request.identifier, rect, request.expected_version
+                )
+            except Exception as exc:
+                outcome.code = status_for(exc)
+                await _abort(context, exc, "StoredTiles", request.identifier)
+                raise
+            for column, row, data in found.tiles:
+                yield pb.StoredTile(
+                    column=column,
+                    row=row,
+                    content_type=found.content_type,
+                    data=data,
+                    version=found.stat.version,
+                    decoder_id=self._decoder_id,
+                )
 
 
 @dataclass(slots=True)

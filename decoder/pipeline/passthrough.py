@@ -403,16 +403,111 @@ def try_passthrough(
     level = index.levels[level_index]
     if level is None:
         return None
-    n = row * level.tiles_across + column
-    offset = level.offsets.get(reader, n)
-    length = level.byte_counts.get(reader, n)
-    # Offset 0 or length 0 marks a sparse (never written) tile.
-    if not offset or not length or length > _MAX_TILE_BYTES:
+    found = _read_tiles(reader, level, [(column, row)], _MAX_TILE_BYTES)
+    if not found:
         return None
-    tile = reader.read_at(offset, length)
-    if len(tile) != length:
-        return None
-    data = splice(tile, level)
-    if data is not None:
-        metrics.PASSTHROUGH.inc()
-    return data
+    metrics.PASSTHROUGH.inc()
+    return found[0][2]
+
+
+# -- several tiles at once ------------------------------------------------------
+
+
+class NoStoredTiles(DecodeError):
+    """The level's tiles cannot be sent as stored (not JPEG tiles, or
+    passthrough is off)."""
+
+
+# Stored tiles further apart than this in the file are read separately.
+_MAX_GAP_BYTES: Final = 64 * 1024
+
+
+def stored_levels(
+    reader: ByteReader, info: ImageInfo, cache_key: tuple[str, str]
+) -> tuple[bool, ...]:
+    """Per level of `info`: whether its whole tiles can be sent as stored."""
+    index = _index_for(reader, info, cache_key) if _enabled else None
+    if index is None:
+        return (False,) * len(info.levels)
+    return tuple(level is not None for level in index.levels)
+
+
+def read_stored_tiles(
+    reader: ByteReader,
+    info: ImageInfo,
+    cache_key: tuple[str, str],
+    level_index: int,
+    columns: range,
+    rows: range,
+    max_bytes: int,
+) -> list[tuple[int, int, bytes]]:
+    """(column, row, stand-alone JPEG) for the whole stored tiles of level
+    `level_index` in `columns` x `rows` (clipped to the grid), row by row,
+    leaving out tiles that cannot be sent as stored and those past
+    `max_bytes` in all. Tiles close together in the file are read in one
+    read. Raises NoStoredTiles for a level without stored JPEG tiles and the
+    reader's errors."""
+    index = _index_for(reader, info, cache_key) if _enabled else None
+    level = index.levels[level_index] if index is not None else None
+    if level is None:
+        raise NoStoredTiles(f"level {level_index} has no tiles that can be sent as stored")
+    # Only whole tiles: edge tiles are stored padded past the level.
+    across, down = level.width // level.tile_width, level.height // level.tile_height
+    wanted = [
+        (column, row)
+        for row in range(max(0, rows.start), min(down, rows.stop))
+        for column in range(max(0, columns.start), min(across, columns.stop))
+    ]
+    found = _read_tiles(reader, level, wanted, max_bytes)
+    metrics.PASSTHROUGH.inc(len(found))
+    return found
+
+
+def _read_tiles(
+    reader: ByteReader, level: JpegLevel, wanted: list[tuple[int, int]], max_bytes: int
+) -> list[tuple[int, int, bytes]]:
+    # Where each tile is; offset 0 or length 0 marks a sparse (never
+    # written) tile. Stop at the byte cap.
+    located: list[tuple[int, int, int, int]] = []
+    total = 0
+    for column, row in wanted:
+        n = row * level.tiles_across + column
+        offset = level.offsets.get(reader, n)
+        length = level.byte_counts.get(reader, n)
+        if not offset or not length or length > _MAX_TILE_BYTES:
+            continue
+        total += length
+        if total > max_bytes:
+            break
+        located.append((column, row, offset, length))
+    found: list[tuple[int, int, bytes]] = []
+    for span in _spans(located):
+        start = span[0][2]
+        end = max(offset + length for _c, _r, offset, length in span)
+        data = reader.read_at(start, end - start)
+        for column, row, offset, length in span:
+            tile = data[offset - start : offset - start + length]
+            if len(tile) != length:
+                continue  # the file ends early
+            spliced = splice(tile, level)
+            if spliced is not None:
+                found.append((column, row, spliced))
+    return found
+
+
+def _spans(
+    located: list[tuple[int, int, int, int]],
+) -> Iterator[list[tuple[int, int, int, int]]]:
+    """Runs of tiles that follow each other in the file with small gaps, in
+    the order given (a tile stored before the previous one starts a run)."""
+    run: list[tuple[int, int, int, int]] = []
+    end = 0
+    for tile in located:
+        offset, length = tile[2], tile[3]
+        if run and not (end <= offset <= end + _MAX_GAP_BYTES):
+            yield run
+            run = []
+        run.append(tile)
+        end = offset + length
+    if run:
+        yield run

@@ -25,35 +25,39 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1diiif_decoder/v1/decoder.proto\x12\x0fiiif.decoder.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x0f\x44\x65scribeRequest\x12\x12\n\nidentifier\x18\x01 \x01(\t\"l\n\x0fResolutionLevel\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x11\n\tdownscale\x18\x03 \x01(\r\x12\x12\n\ntile_width\x18\x04 \x01(\r\x12\x13\n\x0btile_height\x18\x05 \x01(\r\"\x89\x03\n\x10\x44\x65scribeResponse\x12\x12\n\nidentifier\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x30\n\x06levels\x18\x04 \x03(\x0b\x32 .iiif.decoder.v1.ResolutionLevel\x12\x12\n\ntile_width\x18\x05 \x01(\r\x12\x13\n\x0btile_height\x18\x06 \x01(\r\x12\r\n\x05\x62\x61nds\x18\x07 \x01(\r\x12\x17\n\x0f\x62its_per_sample\x18\x08 \x01(\r\x12-\n\x06\x66ormat\x18\t \x01(\x0e\x32\x1d.iiif.decoder.v1.SourceFormat\x12\x0f\n\x07has_icc\x18\n \x01(\x08\x12\x0f\n\x07version\x18\x0b \x01(\t\x12\x31\n\rlast_modified\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsize_bytes\x18\r \x01(\x04\x12\x13\n\x0b\x63\x61\x63he_block\x18\x0e \x01(\r\x12\x12\n\ndecoder_id\x18\x0f \x01(\t\"=\n\x06Region\x12\t\n\x01x\x18\x01 \x01(\r\x12\t\n\x01y\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"5\n\rEncodeOptions\x12\x0f\n\x07quality\x18\x01 \x01(\r\x12\x13\n\x0bprogressive\x18\x02 \x01(\x08\"\xb1\x02\n\rRenderRequest\x12\x12\n\nidentifier\x18\x01 \x01(\t\x12\'\n\x06region\x18\x02 \x01(\x0b\x32\x17.iiif.decoder.v1.Region\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x10\n\x08rotation\x18\x05 \x01(\x01\x12\x0e\n\x06mirror\x18\x06 \x01(\x08\x12)\n\x07quality\x18\x07 \x01(\x0e\x32\x18.iiif.decoder.v1.Quality\x12-\n\x06\x66ormat\x18\x08 \x01(\x0e\x32\x1d.iiif.decoder.v1.OutputFormat\x12.\n\x06\x65ncode\x18\t \x01(\x0b\x32\x1e.iiif.decoder.v1.EncodeOptions\x12\x18\n\x10\x65xpected_version\x18\n \x01(\t\"a\n\x0cRenderHeader\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontent_length\x18\x03 \x01(\x04\x12\x12\n\ndecoder_id\x18\x04 \x01(\t\"Y\n\x0bRenderChunk\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.iiif.decoder.v1.RenderHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload*\x90\x01\n\x0cSourceFormat\x12\x1d\n\x19SOURCE_FORMAT_UNSPECIFIED\x10\x00\x12\x1a\n\x16SOURCE_FORMAT_JPEG2000\x10\x01\x12\x16\n\x12SOURCE_FORMAT_TIFF\x10\x02\x12\x16\n\x12SOURCE_FORMAT_JPEG\x10\x03\x12\x15\n\x11SOURCE_FORMAT_PNG\x10\x04*\\\n\x07Quality\x12\x17\n\x13QUALITY_UNSPECIFIED\x10\x00\x12\x11\n\rQUALITY_COLOR\x10\x01\x12\x10\n\x0cQUALITY_GRAY\x10\x02\x12\x13\n\x0fQUALITY_BITONAL\x10\x03*\xba\x01\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTPUT_FORMAT_JPEG\x10\x01\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x02\x12\x16\n\x12OUTPUT_FORMAT_WEBP\x10\x03\x12\x16\n\x12OUTPUT_FORMAT_TIFF\x10\x04\x12\x15\n\x11OUTPUT_FORMAT_GIF\x10\x05\x12\x15\n\x11OUTPUT_FORMAT_JP2\x10\x06\x32\xa4\x01\n\x07\x44\x65\x63oder\x12O\n\x08\x44\x65scribe\x12 .iiif.decoder.v1.DescribeRequest\x1a!.iiif.decoder.v1.DescribeResponse\x12H\n\x06Render\x12\x1e.iiif.decoder.v1.RenderRequest\x1a\x1c.iiif.decoder.v1.RenderChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1diiif_decoder/v1/decoder.proto\x12\x0fiiif.decoder.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x0f\x44\x65scribeRequest\x12\x12\n\nidentifier\x18\x01 \x01(\t\"\x82\x01\n\x0fResolutionLevel\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x11\n\tdownscale\x18\x03 \x01(\r\x12\x12\n\ntile_width\x18\x04 \x01(\r\x12\x13\n\x0btile_height\x18\x05 \x01(\r\x12\x14\n\x0cstored_tiles\x18\x06 \x01(\x08\"\x89\x03\n\x10\x44\x65scribeResponse\x12\x12\n\nidentifier\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x30\n\x06levels\x18\x04 \x03(\x0b\x32 .iiif.decoder.v1.ResolutionLevel\x12\x12\n\ntile_width\x18\x05 \x01(\r\x12\x13\n\x0btile_height\x18\x06 \x01(\r\x12\r\n\x05\x62\x61nds\x18\x07 \x01(\r\x12\x17\n\x0f\x62its_per_sample\x18\x08 \x01(\r\x12-\n\x06\x66ormat\x18\t \x01(\x0e\x32\x1d.iiif.decoder.v1.SourceFormat\x12\x0f\n\x07has_icc\x18\n \x01(\x08\x12\x0f\n\x07version\x18\x0b \x01(\t\x12\x31\n\rlast_modified\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsize_bytes\x18\r \x01(\x04\x12\x13\n\x0b\x63\x61\x63he_block\x18\x0e \x01(\r\x12\x12\n\ndecoder_id\x18\x0f \x01(\t\"=\n\x06Region\x12\t\n\x01x\x18\x01 \x01(\r\x12\t\n\x01y\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"5\n\rEncodeOptions\x12\x0f\n\x07quality\x18\x01 \x01(\r\x12\x13\n\x0bprogressive\x18\x02 \x01(\x08\"\xb1\x02\n\rRenderRequest\x12\x12\n\nidentifier\x18\x01 \x01(\t\x12\'\n\x06region\x18\x02 \x01(\x0b\x32\x17.iiif.decoder.v1.Region\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x10\n\x08rotation\x18\x05 \x01(\x01\x12\x0e\n\x06mirror\x18\x06 \x01(\x08\x12)\n\x07quality\x18\x07 \x01(\x0e\x32\x18.iiif.decoder.v1.Quality\x12-\n\x06\x66ormat\x18\x08 \x01(\x0e\x32\x1d.iiif.decoder.v1.OutputFormat\x12.\n\x06\x65ncode\x18\t \x01(\x0b\x32\x1e.iiif.decoder.v1.EncodeOptions\x12\x18\n\x10\x65xpected_version\x18\n \x01(\t\"a\n\x0cRenderHeader\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontent_length\x18\x03 \x01(\x04\x12\x12\n\ndecoder_id\x18\x04 \x01(\t\"Y\n\x0bRenderChunk\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.iiif.decoder.v1.RenderHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\x8d\x01\n\x12StoredTilesRequest\x12\x12\n\nidentifier\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\r\x12\x0b\n\x03row\x18\x04 \x01(\r\x12\x0f\n\x07\x63olumns\x18\x05 \x01(\r\x12\x0c\n\x04rows\x18\x06 \x01(\r\x12\x18\n\x10\x65xpected_version\x18\x07 \x01(\t\"r\n\nStoredTile\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\r\x12\x0b\n\x03row\x18\x02 \x01(\r\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x12\n\ndecoder_id\x18\x06 \x01(\t*\x90\x01\n\x0cSourceFormat\x12\x1d\n\x19SOURCE_FORMAT_UNSPECIFIED\x10\x00\x12\x1a\n\x16SOURCE_FORMAT_JPEG2000\x10\x01\x12\x16\n\x12SOURCE_FORMAT_TIFF\x10\x02\x12\x16\n\x12SOURCE_FORMAT_JPEG\x10\x03\x12\x15\n\x11SOURCE_FORMAT_PNG\x10\x04*\\\n\x07Quality\x12\x17\n\x13QUALITY_UNSPECIFIED\x10\x00\x12\x11\n\rQUALITY_COLOR\x10\x01\x12\x10\n\x0cQUALITY_GRAY\x10\x02\x12\x13\n\x0fQUALITY_BITONAL\x10\x03*\xba\x01\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTPUT_FORMAT_JPEG\x10\x01\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x02\x12\x16\n\x12OUTPUT_FORMAT_WEBP\x10\x03\x12\x16\n\x12OUTPUT_FORMAT_TIFF\x10\x04\x12\x15\n\x11OUTPUT_FORMAT_GIF\x10\x05\x12\x15\n\x11OUTPUT_FORMAT_JP2\x10\x06\x32\xf7\x01\n\x07\x44\x65\x63oder\x12O\n\x08\x44\x65scribe\x12 .iiif.decoder.v1.DescribeRequest\x1a!.iiif.decoder.v1.DescribeResponse\x12H\n\x06Render\x12\x1e.iiif.decoder.v1.RenderRequest\x1a\x1c.iiif.decoder.v1.RenderChunk0\x01\x12Q\n\x0bStoredTiles\x12#.iiif.decoder.v1.StoredTilesRequest\x1a\x1b.iiif.decoder.v1.StoredTile0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'iiif_decoder.v1.decoder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SOURCEFORMAT']._serialized_start=1245
-  _globals['_SOURCEFORMAT']._serialized_end=1389
-  _globals['_QUALITY']._serialized_start=1391
-  _globals['_QUALITY']._serialized_end=1483
-  _globals['_OUTPUTFORMAT']._serialized_start=1486
-  _globals['_OUTPUTFORMAT']._serialized_end=1672
+  _globals['_SOURCEFORMAT']._serialized_start=1528
+  _globals['_SOURCEFORMAT']._serialized_end=1672
+  _globals['_QUALITY']._serialized_start=1674
+  _globals['_QUALITY']._serialized_end=1766
+  _globals['_OUTPUTFORMAT']._serialized_start=1769
+  _globals['_OUTPUTFORMAT']._serialized_end=1955
   _globals['_DESCRIBEREQUEST']._serialized_start=83
   _globals['_DESCRIBEREQUEST']._serialized_end=120
-  _globals['_RESOLUTIONLEVEL']._serialized_start=122
-  _globals['_RESOLUTIONLEVEL']._serialized_end=230
-  _globals['_DESCRIBERESPONSE']._serialized_start=233
-  _globals['_DESCRIBERESPONSE']._serialized_end=626
-  _globals['_REGION']._serialized_start=628
-  _globals['_REGION']._serialized_end=689
-  _globals['_ENCODEOPTIONS']._serialized_start=691
-  _globals['_ENCODEOPTIONS']._serialized_end=744
-  _globals['_RENDERREQUEST']._serialized_start=747
-  _globals['_RENDERREQUEST']._serialized_end=1052
-  _globals['_RENDERHEADER']._serialized_start=1054
-  _globals['_RENDERHEADER']._serialized_end=1151
-  _globals['_RENDERCHUNK']._serialized_start=1153
-  _globals['_RENDERCHUNK']._serialized_end=1242
-  _globals['_DECODER']._serialized_start=1675
-  _globals['_DECODER']._serialized_end=1839
+  _globals['_RESOLUTIONLEVEL']._serialized_start=123
+  _globals['_RESOLUTIONLEVEL']._serialized_end=253
+  _globals['_DESCRIBERESPONSE']._serialized_start=256
+  _globals['_DESCRIBERESPONSE']._serialized_end=649
+  _globals['_REGION']._serialized_start=651
+  _globals['_REGION']._serialized_end=712
+  _globals['_ENCODEOPTIONS']._serialized_start=714
+  _globals['_ENCODEOPTIONS']._serialized_end=767
+  _globals['_RENDERREQUEST']._serialized_start=770
+  _globals['_RENDERREQUEST']._serialized_end=1075
+  _globals['_RENDERHEADER']._serialized_start=1077
+  _globals['_RENDERHEADER']._serialized_end=1174
+  _globals['_RENDERCHUNK']._serialized_start=1176
+  _globals['_RENDERCHUNK']._serialized_end=1265
+  _globals['_STOREDTILESREQUEST']._serialized_start=1268
+  _globals['_STOREDTILESREQUEST']._serialized_end=1409
+  _globals['_STOREDTILE']._serialized_start=1411
+  _globals['_STOREDTILE']._serialized_end=1525
+  _globals['_DECODER']._serialized_start=1958
+  _globals['_DECODER']._serialized_end=2205
 # @@protoc_insertion_point(module_scope)

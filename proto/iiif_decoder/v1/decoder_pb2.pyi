@@ -124,6 +124,7 @@ class ResolutionLevel(_message.Message):
     DOWNSCALE_FIELD_NUMBER: _builtins.int
     TILE_WIDTH_FIELD_NUMBER: _builtins.int
     TILE_HEIGHT_FIELD_NUMBER: _builtins.int
+    STORED_TILES_FIELD_NUMBER: _builtins.int
     width: _builtins.int
     height: _builtins.int
     downscale: _builtins.int
@@ -131,6 +132,10 @@ class ResolutionLevel(_message.Message):
     tile_width: _builtins.int
     """Native tile size at this level; 0 when the level is stored untiled."""
     tile_height: _builtins.int
+    stored_tiles: _builtins.bool
+    """Whole tiles of this level can be had as stored, undecoded (StoredTiles,
+    and Render of exactly one such tile): cheap to serve.
+    """
     def __init__(
         self,
         *,
@@ -139,10 +144,11 @@ class ResolutionLevel(_message.Message):
         downscale: _builtins.int = ...,
         tile_width: _builtins.int = ...,
         tile_height: _builtins.int = ...,
+        stored_tiles: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["downscale", b"downscale", "height", b"height", "tile_height", b"tile_height", "tile_width", b"tile_width", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["downscale", b"downscale", "height", b"height", "stored_tiles", b"stored_tiles", "tile_height", b"tile_height", "tile_width", b"tile_width", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -391,3 +397,83 @@ class RenderChunk(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___RenderChunk: _TypeAlias = RenderChunk  # noqa: Y015
+
+@_typing.final
+class StoredTilesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTIFIER_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    COLUMN_FIELD_NUMBER: _builtins.int
+    ROW_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    identifier: _builtins.str
+    level: _builtins.int
+    """Index into DescribeResponse.levels."""
+    column: _builtins.int
+    """The first tile's column and row in the level's tile grid, and how many
+    columns and rows (each at least 1) from there.
+    """
+    row: _builtins.int
+    columns: _builtins.int
+    rows: _builtins.int
+    expected_version: _builtins.str
+    """As in RenderRequest: ABORTED unless the source still has this version."""
+    def __init__(
+        self,
+        *,
+        identifier: _builtins.str = ...,
+        level: _builtins.int = ...,
+        column: _builtins.int = ...,
+        row: _builtins.int = ...,
+        columns: _builtins.int = ...,
+        rows: _builtins.int = ...,
+        expected_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "columns", b"columns", "expected_version", b"expected_version", "identifier", b"identifier", "level", b"level", "row", b"row", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredTilesRequest: _TypeAlias = StoredTilesRequest  # noqa: Y015
+
+@_typing.final
+class StoredTile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMN_FIELD_NUMBER: _builtins.int
+    ROW_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    DECODER_ID_FIELD_NUMBER: _builtins.int
+    column: _builtins.int
+    row: _builtins.int
+    content_type: _builtins.str
+    """MIME type of `data`, e.g. "image/jpeg"."""
+    data: _builtins.bytes
+    version: _builtins.str
+    """The source's version token and the decoder process that answered, as
+    in RenderHeader.
+    """
+    decoder_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        column: _builtins.int = ...,
+        row: _builtins.int = ...,
+        content_type: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        version: _builtins.str = ...,
+        decoder_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "content_type", b"content_type", "data", b"data", "decoder_id", b"decoder_id", "row", b"row", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredTile: _TypeAlias = StoredTile  # noqa: Y015

@@ -44,6 +44,11 @@ class DecoderStub:
                 request_serializer=iiif__decoder_dot_v1_dot_decoder__pb2.RenderRequest.SerializeToString,
                 response_deserializer=iiif__decoder_dot_v1_dot_decoder__pb2.RenderChunk.FromString,
                 _registered_method=True)
+        self.StoredTiles = channel.unary_stream(
+                '/iiif.decoder.v1.Decoder/StoredTiles',
+                request_serializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesRequest.SerializeToString,
+                response_deserializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTile.FromString,
+                _registered_method=True)
 
 
 class DecoderServicer:
@@ -72,6 +77,27 @@ class DecoderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StoredTiles(self, request, context):
+        """StoredTiles sends whole tiles of one resolution level as the source
+        stores them, without decoding: for a tiled TIFF with JPEG tiles, each
+        tile's JPEG with the level's shared tables spliced in, a stand-alone
+        JPEG file. Each is the very bytes Render returns for exactly that tile
+        (region = the tile's box times the level's downscale, clipped to the
+        image; size = the tile size; JPEG, colour, no rotation or mirror), so
+        a caller fetching a viewer's neighbouring tiles pays one call, not one
+        each. Only levels with ResolutionLevel.stored_tiles set qualify.
+
+        Asks for a rectangle of the level's tile grid, clipped to the grid (at
+        most 256 tiles); answers one StoredTile per tile, row by row. Tiles that
+        cannot be sent as stored are left out, and so are tiles past 4 MiB of
+        answer in all: render those. Edge tiles that extend past the level are
+        stored padded, so they are always left out. Errors as for Render;
+        FAILED_PRECONDITION for a level without stored tiles.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecoderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -84,6 +110,11 @@ def add_DecoderServicer_to_server(servicer, server):
                     servicer.Render,
                     request_deserializer=iiif__decoder_dot_v1_dot_decoder__pb2.RenderRequest.FromString,
                     response_serializer=iiif__decoder_dot_v1_dot_decoder__pb2.RenderChunk.SerializeToString,
+            ),
+            'StoredTiles': grpc.unary_stream_rpc_method_handler(
+                    servicer.StoredTiles,
+                    request_deserializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesRequest.FromString,
+                    response_serializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTile.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +171,33 @@ class Decoder:
             '/iiif.decoder.v1.Decoder/Render',
             iiif__decoder_dot_v1_dot_decoder__pb2.RenderRequest.SerializeToString,
             iiif__decoder_dot_v1_dot_decoder__pb2.RenderChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoredTiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/iiif.decoder.v1.Decoder/StoredTiles',
+            iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesRequest.SerializeToString,
+            iiif__decoder_dot_v1_dot_decoder__pb2.StoredTile.FromString,
             options,
             channel_credentials,
             insecure,

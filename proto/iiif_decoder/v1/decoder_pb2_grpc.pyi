@@ -50,6 +50,23 @@ class DecoderStub:
     INVALID_ARGUMENT (region outside the image, zero or oversized output) and
     RESOURCE_EXHAUSTED (over capacity; retry later).
     """
+    StoredTiles: _grpc.UnaryStreamMultiCallable[_decoder_pb2.StoredTilesRequest, _decoder_pb2.StoredTile]
+    """StoredTiles sends whole tiles of one resolution level as the source
+    stores them, without decoding: for a tiled TIFF with JPEG tiles, each
+    tile's JPEG with the level's shared tables spliced in, a stand-alone
+    JPEG file. Each is the very bytes Render returns for exactly that tile
+    (region = the tile's box times the level's downscale, clipped to the
+    image; size = the tile size; JPEG, colour, no rotation or mirror), so
+    a caller fetching a viewer's neighbouring tiles pays one call, not one
+    each. Only levels with ResolutionLevel.stored_tiles set qualify.
+
+    Asks for a rectangle of the level's tile grid, clipped to the grid (at
+    most 256 tiles); answers one StoredTile per tile, row by row. Tiles that
+    cannot be sent as stored are left out, and so are tiles past 4 MiB of
+    answer in all: render those. Edge tiles that extend past the level are
+    stored padded, so they are always left out. Errors as for Render;
+    FAILED_PRECONDITION for a level without stored tiles.
+    """
 
 @_typing.type_check_only
 class DecoderAsyncStub(DecoderStub):
@@ -68,6 +85,23 @@ class DecoderAsyncStub(DecoderStub):
     `data` (each at most 256 KiB). Errors as for Describe, plus
     INVALID_ARGUMENT (region outside the image, zero or oversized output) and
     RESOURCE_EXHAUSTED (over capacity; retry later).
+    """
+    StoredTiles: _aio.UnaryStreamMultiCallable[_decoder_pb2.StoredTilesRequest, _decoder_pb2.StoredTile]  # type: ignore[assignment]
+    """StoredTiles sends whole tiles of one resolution level as the source
+    stores them, without decoding: for a tiled TIFF with JPEG tiles, each
+    tile's JPEG with the level's shared tables spliced in, a stand-alone
+    JPEG file. Each is the very bytes Render returns for exactly that tile
+    (region = the tile's box times the level's downscale, clipped to the
+    image; size = the tile size; JPEG, colour, no rotation or mirror), so
+    a caller fetching a viewer's neighbouring tiles pays one call, not one
+    each. Only levels with ResolutionLevel.stored_tiles set qualify.
+
+    Asks for a rectangle of the level's tile grid, clipped to the grid (at
+    most 256 tiles); answers one StoredTile per tile, row by row. Tiles that
+    cannot be sent as stored are left out, and so are tiles past 4 MiB of
+    answer in all: render those. Edge tiles that extend past the level are
+    stored padded, so they are always left out. Errors as for Render;
+    FAILED_PRECONDITION for a level without stored tiles.
     """
 
 class DecoderServicer(metaclass=_abc_1.ABCMeta):
@@ -96,6 +130,29 @@ class DecoderServicer(metaclass=_abc_1.ABCMeta):
         `data` (each at most 256 KiB). Errors as for Describe, plus
         INVALID_ARGUMENT (region outside the image, zero or oversized output) and
         RESOURCE_EXHAUSTED (over capacity; retry later).
+        """
+
+    @_abc_1.abstractmethod
+    def StoredTiles(
+        self,
+        request: _decoder_pb2.StoredTilesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_decoder_pb2.StoredTile], _abc.AsyncIterator[_decoder_pb2.StoredTile]]:
+        """StoredTiles sends whole tiles of one resolution level as the source
+        stores them, without decoding: for a tiled TIFF with JPEG tiles, each
+        tile's JPEG with the level's shared tables spliced in, a stand-alone
+        JPEG file. Each is the very bytes Render returns for exactly that tile
+        (region = the tile's box times the level's downscale, clipped to the
+        image; size = the tile size; JPEG, colour, no rotation or mirror), so
+        a caller fetching a viewer's neighbouring tiles pays one call, not one
+        each. Only levels with ResolutionLevel.stored_tiles set qualify.
+
+        Asks for a rectangle of the level's tile grid, clipped to the grid (at
+        most 256 tiles); answers one StoredTile per tile, row by row. Tiles that
+        cannot be sent as stored are left out, and so are tiles past 4 MiB of
+        answer in all: render those. Edge tiles that extend past the level are
+        stored padded, so they are always left out. Errors as for Render;
+        FAILED_PRECONDITION for a level without stored tiles.
         """
 
 def add_DecoderServicer_to_server(servicer: DecoderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
