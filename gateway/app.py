@@ -20,6 +20,7 @@ from gateway.resources.context import MountContext
 from gateway.resources.health import Liveness, Readiness
 from gateway.resources.iiif import IIIFMount
 from gateway.settings import GatewaySettings
+from gateway.tile_batches import StoredTileBatcher
 
 MOUNTS: dict[ApiVersion, str] = {ApiVersion.V3: "/iiif/3", ApiVersion.V2: "/iiif/2"}
 
@@ -63,6 +64,11 @@ def create_app(settings: GatewaySettings, client: DecoderClient | None = None) -
         if settings.render_cache_mb
         else None
     )
+    batcher = (
+        StoredTileBatcher(client, render_cache, settings.stored_tile_batch, limits)
+        if render_cache is not None and settings.stored_tile_batch > 1
+        else None
+    )
     for version, mount in MOUNTS.items():
         ctx = MountContext(
             version,
@@ -72,6 +78,7 @@ def create_app(settings: GatewaySettings, client: DecoderClient | None = None) -
             settings.public_base_url,
             settings.cache_control,
             render_cache,
+            batcher,
         )
         app.add_sink(IIIFMount(ctx), prefix=f"^{mount}(?=/)")
     app.add_route("/", Index())

@@ -33,6 +33,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.iiif.types import RenderPlan
+from gateway.tile_grid import TileBatch
 
 _FORMATS: dict[str, pb.OutputFormat.ValueType] = {
     "jpg": pb.OUTPUT_FORMAT_JPEG,
@@ -89,6 +90,8 @@ class Level:
     downscale: int
     tile_width: int
     tile_height: int
+    # Whole tiles can be fetched as stored, undecoded (StoredTiles).
+    stored_tiles: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,14 @@ class RenderStream:
     content_length: int | None
     chunks: AsyncIterator[bytes]
     decoder_id: str = ""
+
+
+@dataclass(slots=True)
+class StoredTiles:
+    """Stored tiles of one batch: (column, row) -> (content type, bytes)."""
+
+    version: str
+    tiles: dict[tuple[int, int], tuple[str, bytes]]
 
 
 class DecoderClient:
@@ -225,7 +236,14 @@ class DecoderClient:
             width=resp.width,
             height=resp.height,
             levels=tuple(
-                Level(lv.width, lv.height, lv.downscale, lv.tile_width, lv.tile_height)
+                Level(
+                    lv.width,
+                    lv.height,
+                    lv.downscale,
+                    lv.tile_width,
+                    lv.tile_height,
+                    lv.stored_tiles,
+                )
                 for lv in resp.levels
             ),
             tile_width=resp.tile_width,
@@ -291,6 +309,34 @@ class DecoderClient:
             chunks=self._chunks(call, deadline),
             decoder_id=header.decoder_id,
         )
+
+    async def stored_tiles(
+        self, identifier: str, batch: TileBatch, expected_version: str
+    ) -> StoredTiles:
+        """The whole stored tiles of `batch` the decoder can send as they
+        are (others are left out: render them); raises GatewayError."""
+        request = pb.StoredTilesRequest(
+            identifier=identifier,
+            level=batch.level,
+            column=batch.column,
+            row=batch.row,
+            columns=batch.columns,
+            rows=batch.rows,
+            expected_version=expected_version,
+        )
+        index = self._pick()
+        found = StoredTiles(expected_version, {})
+        try:
+            async for tile in self._stubs[index].StoredTiles(
+                request, timeout=self._timeout_s, metadata=_metadata()
+            ):
+                found.version = tile.version
+                found.tiles[(tile.column, tile.row)] = (tile.content_type, tile.data)
+                self._seen(index, tile.decoder_id)
+        except grpc.aio.AioRpcError as exc:
+            self._lost(index, exc)
+            raise self._error(exc) from None
+        return found
 
     async def _chunks(
         self, call: grpc.aio.UnaryStreamCall[pb.RenderRequest, pb.RenderChunk], deadline: float

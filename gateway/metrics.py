@@ -38,6 +38,12 @@ RENDER_CACHE = Counter(
     "iiif_gateway_render_cache_total", "Image requests by render cache outcome", ["outcome"]
 )
 
+STORED_TILE_BATCHES = Counter(
+    "iiif_gateway_stored_tile_batches_total",
+    "Calls fetching a square of stored tiles around a missed one, by outcome",
+    ["outcome"],
+)
+
 
 def observe(route: str, status: int, seconds: float) -> None:
     REQUESTS.labels(route, str(status)).inc()

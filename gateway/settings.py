@@ -38,6 +38,11 @@ class GatewaySettings(BaseSettings):
     # ask for the same tiles and thumbnails again and again.
     render_cache_mb: int = Field(64, ge=0)
     render_cache_item_kb: int = Field(512, ge=1)
+    # On a render cache miss for a stored TIFF tile, fetch the aligned square
+    # of this many tiles a side around it in one decoder call and cache them
+    # for the viewer's next requests (1 = one tile at a time). Needs the
+    # render cache.
+    stored_tile_batch: int = Field(4, ge=1, le=16)
     describe_cache_entries: int = Field(10_000, ge=1)
     describe_cache_ttl_s: float = Field(300.0, ge=0)
     workers: int = Field(1, ge=1)

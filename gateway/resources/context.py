@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from gateway.decoder_client import DecoderClient
 from gateway.iiif.types import ApiVersion, Limits
 from gateway.render_cache import RenderCache
+from gateway.tile_batches import StoredTileBatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +21,4 @@ class MountContext:
     public_base: str | None
     cache_control: str
     render_cache: RenderCache | None = None
+    stored_tiles: StoredTileBatcher | None = None

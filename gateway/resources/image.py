@@ -72,6 +72,8 @@ class ImageResponder:
         cached = cache.get(key) if cache is not None else None
         if cache is not None:
             metrics.RENDER_CACHE.labels("hit" if cached is not None else "miss").inc()
+        if cached is None and self._ctx.stored_tiles is not None:
+            cached = await self._ctx.stored_tiles.fetch(parsed, desc, plan)
         if cached is not None:
             resp.content_type = cached.content_type
             resp.data = cached.data

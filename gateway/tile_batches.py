@@ -1,0 +1,92 @@
+"""Stored tiles fetched in batches: one decoder call for a viewer's neighbourhood.
+
+Serving a stored TIFF tile costs the decoder a few reads, but every request
+still pays a gRPC round trip and both services' per-call work, several times
+the tile's own cost (and one S3 round trip per tile on S3). Viewers ask for
+the tiles around the one they just got, so on a miss for a stored tile the
+gateway asks the decoder for the aligned square of tiles around it (see
+gateway/tile_grid.py), answers with its tile and puts the others in the
+render cache under the keys the viewer's next requests will look for.
+Requests for a tile of a batch in flight wait for that batch rather than
+asking again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway import metrics
+from gateway.decoder_client import DecoderClient, ImageDescription
+from gateway.errors import GatewayError
+from gateway.iiif.canonical import canonical_path
+from gateway.iiif.types import ImageDims, ImageRequest, Limits, RenderPlan
+from gateway.render_cache import CachedRender, RenderCache
+from gateway.tile_grid import TileBatch, batch_around, stored_tile, tile_plan
+
+_BatchKey = tuple[str, str, TileBatch]  # identifier, version, batch
+_Found = dict[tuple[int, int], CachedRender]
+
+
+class StoredTileBatcher:
+    """Fetches stored tiles `side` x `side` at a time into `cache`."""
+
+    def __init__(
+        self, client: DecoderClient, cache: RenderCache, side: int, limits: Limits
+    ) -> None:
+        self._client = client
+        self._cache = cache
+        self._side = side
+        self._limits = limits
+        self._inflight: dict[_BatchKey, asyncio.Task[_Found]] = {}
+
+    async def fetch(
+        self, parsed: ImageRequest, desc: ImageDescription, plan: RenderPlan
+    ) -> CachedRender | None:
+        """The stored tile `plan` is exactly, fetched with its batch, or None
+        when the plan is not such a tile or the batch failed (then render it:
+        that reports the error)."""
+        tile = stored_tile(desc.levels, desc.width, desc.height, plan)
+        if tile is None:
+            return None
+        batch = batch_around(desc.levels, tile, self._side)
+        key = (parsed.identifier, desc.version, batch)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(parsed, desc, plan, batch))
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._done(key, done))
+        try:
+            # Shielded: a client that goes away must not cancel the batch
+            # other requests wait for.
+            found = await asyncio.shield(task)
+        except GatewayError:
+            return None
+        return found.get((tile.column, tile.row))
+
+    def _done(self, key: _BatchKey, task: asyncio.Task[_Found]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved, even when every waiter went away
+
+    async def _fetch(
+        self, parsed: ImageRequest, desc: ImageDescription, like: RenderPlan, batch: TileBatch
+    ) -> _Found:
+        try:
+            stored = await self._client.stored_tiles(parsed.identifier, batch, desc.version)
+        except GatewayError:
+            metrics.STORED_TILE_BATCHES.labels("error").inc()
+            raise
+        metrics.STORED_TILE_BATCHES.labels("ok").inc()
+        found: _Found = {}
+        dims = ImageDims(desc.width, desc.height)
+        for tile in batch.tiles():
+            got = stored.tiles.get((tile.column, tile.row))
+            if got is None:
+                continue  # the decoder could not send it as stored: render it
+            render = CachedRender(*got)
+            found[(tile.column, tile.row)] = render
+            plan = tile_plan(desc.levels, desc.width, desc.height, tile, like)
+            canonical = canonical_path(plan, parsed, dims, limits=self._limits)
+            self._cache.put((parsed.identifier, stored.version, canonical), render)
+        return found
