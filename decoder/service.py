@@ -77,9 +77,13 @@ class TileRect:
 
 
 # One StoredTiles call answers at most this many tiles and bytes: a bound on
-# the memory it holds, and on the caller's wait for its first tile.
+# the memory it holds, and on the caller's wait for its first tile. Below
+# gRPC's 4 MiB message limit, so a single tile always fits one message.
 MAX_STORED_TILES: Final = 256
-MAX_STORED_TILE_BYTES: Final = 4 * 1024 * 1024
+MAX_STORED_TILE_BYTES: Final = 3 * 1024 * 1024
+# What a call may hold at once: the tiles as read (with the gaps between
+# tiles read together) and their spliced copies.
+_STORED_TILES_COST: Final = 2 * MAX_STORED_TILE_BYTES + MAX_STORED_TILES * passthrough.MAX_GAP_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +168,7 @@ class ImageService:
             info = await self._info(obj)
             if rect.level >= len(info.levels):
                 raise InvalidPlan(f"level: the image has {len(info.levels)} levels")
-            async with self._admission.slot(MAX_STORED_TILE_BYTES):
+            async with self._admission.slot(_STORED_TILES_COST):
                 tiles = await self._run(
                     passthrough.read_stored_tiles,
                     obj.reader,

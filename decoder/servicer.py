@@ -234,7 +234,6 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         for start in range(0, len(data), self._chunk_bytes):
             yield pb.RenderChunk(data=bytes(data[start : start + self._chunk_bytes]))
 
-
     async def StoredTiles(
         self, request: pb.StoredTilesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StoredTile]:

@@ -419,17 +419,21 @@ class NoStoredTiles(DecodeError):
 
 
 # Stored tiles further apart than this in the file are read separately.
-_MAX_GAP_BYTES: Final = 64 * 1024
+MAX_GAP_BYTES: Final = 16 * 1024
 
 
 def stored_levels(
     reader: ByteReader, info: ImageInfo, cache_key: tuple[str, str]
 ) -> tuple[bool, ...]:
-    """Per level of `info`: whether its whole tiles can be sent as stored."""
+    """Per level of `info`: whether it has whole tiles that can be sent as
+    stored (a level smaller than one tile has none: its only tile is padded)."""
     index = _index_for(reader, info, cache_key) if _enabled else None
     if index is None:
         return (False,) * len(info.levels)
-    return tuple(level is not None for level in index.levels)
+    return tuple(
+        level is not None and level.width >= level.tile_width and level.height >= level.tile_height
+        for level in index.levels
+    )
 
 
 def read_stored_tiles(
@@ -444,9 +448,10 @@ def read_stored_tiles(
     """(column, row, stand-alone JPEG) for the whole stored tiles of level
     `level_index` in `columns` x `rows` (clipped to the grid), row by row,
     leaving out tiles that cannot be sent as stored and those past
-    `max_bytes` in all. Tiles close together in the file are read in one
-    read. Raises NoStoredTiles for a level without stored JPEG tiles and the
-    reader's errors."""
+    `max_bytes` of answer in all. Tiles close together in the file are read
+    in one read, announced first to readers that take hints (S3: a few
+    coalesced GETs, not one per tile). Raises NoStoredTiles for a level
+    without stored JPEG tiles and the reader's errors."""
     index = _index_for(reader, info, cache_key) if _enabled else None
     level = index.levels[level_index] if index is not None else None
     if level is None:
@@ -467,8 +472,10 @@ def _read_tiles(
     reader: ByteReader, level: JpegLevel, wanted: list[tuple[int, int]], max_bytes: int
 ) -> list[tuple[int, int, bytes]]:
     # Where each tile is; offset 0 or length 0 marks a sparse (never
-    # written) tile. Stop at the byte cap.
+    # written) tile. Stop where the answer (tiles plus the spliced marker
+    # and tables) would pass the byte cap.
     located: list[tuple[int, int, int, int]] = []
+    added = len(level.marker) + len(level.tables)
     total = 0
     for column, row in wanted:
         n = row * level.tiles_across + column
@@ -476,10 +483,13 @@ def _read_tiles(
         length = level.byte_counts.get(reader, n)
         if not offset or not length or length > _MAX_TILE_BYTES:
             continue
-        total += length
+        total += length + added
         if total > max_bytes:
             break
         located.append((column, row, offset, length))
+    will_need = getattr(reader, "will_need", None)
+    if will_need is not None and len(located) > 1:
+        will_need([(offset, offset + length) for _c, _r, offset, length in located])
     found: list[tuple[int, int, bytes]] = []
     for span in _spans(located):
         start = span[0][2]
@@ -504,7 +514,7 @@ def _spans(
     end = 0
     for tile in located:
         offset, length = tile[2], tile[3]
-        if run and not (end <= offset <= end + _MAX_GAP_BYTES):
+        if run and not (end <= offset <= end + MAX_GAP_BYTES):
             yield run
             run = []
         run.append(tile)

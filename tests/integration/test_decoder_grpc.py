@@ -279,3 +279,157 @@ def test_output_pixel_cap(stub: decoder_pb2_grpc.DecoderStub) -> None:
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "limit" in (err.details() or "")
+
+
+# -- StoredTiles --------------------------------------------------------------------
+
+
+def stored_tiles(stub: decoder_pb2_grpc.DecoderStub, **fields: object) -> list[pb.StoredTile]:
+    return list(stub.StoredTiles(pb.StoredTilesRequest(**fields), timeout=30))  # type: ignore[arg-type]
+
+
+def has_whole_tile(desc: pb.DescribeResponse, level: int) -> bool:
+    lv = desc.levels[level]
+    return lv.width >= lv.tile_width > 0 and lv.height >= lv.tile_height > 0
+
+
+def test_describe_marks_levels_with_stored_tiles(stub: decoder_pb2_grpc.DecoderStub) -> None:
+    tif = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
+    # 1200 x 900 in 256 px JPEG tiles: levels 0 (4 x 3 whole tiles) and 1
+    # (600 x 450: 2 x 1) at least.
+    with_tiles = [i for i in range(len(tif.levels)) if has_whole_tile(tif, i)]
+    assert with_tiles[:2] == [0, 1]
+    assert all(tif.levels[i].stored_tiles for i in with_tiles)
+    for identifier in ("sample-tiled", "sample-photo", "sample-png"):
+        desc = stub.Describe(pb.DescribeRequest(identifier=identifier), timeout=30)
+        assert desc.levels
+        assert not any(lv.stored_tiles for lv in desc.levels), identifier
+
+
+@pytest.mark.parametrize(
+    ("level", "column", "row", "columns", "rows", "expected"),
+    [
+        # Columns 1..4 of rows 0..1 at level 0; column 4 is the partial
+        # edge (1200 - 4 * 256 = 176 px): left out.
+        (0, 1, 0, 4, 2, [(1, 0), (2, 0), (3, 0), (1, 1), (2, 1), (3, 1)]),
+        # Level 1 is 600 x 450: row 1 is partial; the rectangle is clipped.
+        (1, 0, 0, 16, 16, [(0, 0), (1, 0)]),
+    ],
+)
+def test_stored_tiles_are_what_render_returns_for_each_tile(
+    stub: decoder_pb2_grpc.DecoderStub,
+    level: int,
+    column: int,
+    row: int,
+    columns: int,
+    rows: int,
+    expected: list[tuple[int, int]],
+) -> None:
+    desc = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
+    lv = desc.levels[level]
+
+    tiles = stored_tiles(
+        stub,
+        identifier="sample-pyramid",
+        level=level,
+        column=column,
+        row=row,
+        columns=columns,
+        rows=rows,
+    )
+
+    assert [(t.column, t.row) for t in tiles] == expected
+    for tile in tiles:
+        assert tile.content_type == "image/jpeg"
+        assert tile.version == desc.version
+        assert tile.decoder_id
+        assert tile.decoder_id == desc.decoder_id
+        # A stand-alone JPEG: strict libjpeg decodes its pixels.
+        image = pyvips.Image.jpegload_buffer(tile.data, fail=True)
+        image.avg()
+        assert (image.width, image.height) == (lv.tile_width, lv.tile_height)
+        # The IIIF request for exactly this tile: its box times the
+        # downscale, clipped to the image, at the tile size.
+        span_w, span_h = lv.tile_width * lv.downscale, lv.tile_height * lv.downscale
+        x, y = tile.column * span_w, tile.row * span_h
+        header, data, _ = render(
+            stub,
+            identifier="sample-pyramid",
+            region=pb.Region(
+                x=x, y=y, width=min(span_w, desc.width - x), height=min(span_h, desc.height - y)
+            ),
+            width=lv.tile_width,
+            height=lv.tile_height,
+            format=pb.OUTPUT_FORMAT_JPEG,
+        )
+        assert header.content_type == tile.content_type
+        assert data == tile.data, (tile.column, tile.row)
+
+
+def test_stored_tiles_with_the_current_version(stub: decoder_pb2_grpc.DecoderStub) -> None:
+    desc = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
+    # 16 x 16 is the largest rectangle; clipped to level 0's 4 x 3 whole tiles.
+    tiles = stored_tiles(
+        stub,
+        identifier="sample-pyramid",
+        columns=16,
+        rows=16,
+        expected_version=desc.version,
+    )
+    assert [(t.column, t.row) for t in tiles] == [(c, r) for r in range(3) for c in range(4)]
+    assert len({t.data for t in tiles}) == len(tiles)
+
+
+def test_stored_tiles_level_just_past_the_last(stub: decoder_pb2_grpc.DecoderStub) -> None:
+    desc = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
+    last = len(desc.levels) - 1
+    # The smallest level exists (no whole tile in it, so no answer); the
+    # one after it does not.
+    assert stored_tiles(stub, identifier="sample-pyramid", level=last, columns=1, rows=1) == []
+    err = rpc_error(
+        lambda: stored_tiles(stub, identifier="sample-pyramid", level=last + 1, columns=1, rows=1)
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"identifier": "nope"}, grpc.StatusCode.NOT_FOUND),
+        ({"identifier": "sample-pyramid", "level": 99}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"identifier": "sample-pyramid", "columns": 0}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"identifier": "sample-pyramid", "rows": 0}, grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            {"identifier": "sample-pyramid", "columns": 16, "rows": 17},
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            {"identifier": "sample-pyramid", "columns": 257, "rows": 1},
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        ({"identifier": "sample-tiled"}, grpc.StatusCode.FAILED_PRECONDITION),
+        ({"identifier": "sample-photo"}, grpc.StatusCode.FAILED_PRECONDITION),
+        (
+            {"identifier": "sample-pyramid", "expected_version": "stale"},
+            grpc.StatusCode.ABORTED,
+        ),
+    ],
+    ids=[
+        "unknown",
+        "level-out-of-range",
+        "no-columns",
+        "no-rows",
+        "272-tiles",
+        "257-tiles",
+        "jp2",
+        "jpeg",
+        "stale-version",
+    ],
+)
+def test_stored_tiles_errors(
+    stub: decoder_pb2_grpc.DecoderStub, fields: dict[str, object], code: grpc.StatusCode
+) -> None:
+    request: dict[str, object] = {"columns": 2, "rows": 2, **fields}
+    err = rpc_error(lambda: stored_tiles(stub, **request))
+    assert err.code() == code
+    assert err.details()

@@ -9,6 +9,7 @@ the decoded path (which re-encodes) it may differ by JPEG re-encoding error.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -17,16 +18,27 @@ from typing import Any
 
 import pytest
 import pyvips
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from decoder import levelcache
 from decoder.engines.base import ImageInfo
 from decoder.engines.vips import VipsEngine
 from decoder.pipeline import passthrough, run_pipeline
-from decoder.pipeline.passthrough import ADOBE_APP14_RGB, JFIF_APP0, splice, tile_for
+from decoder.pipeline.passthrough import (
+    ADOBE_APP14_RGB,
+    JFIF_APP0,
+    MAX_GAP_BYTES,
+    JpegLevel,
+    NoStoredTiles,
+    _spans,
+    splice,
+    tile_for,
+)
 from decoder.plan import Box, OutputFormat, Plan, Quality
 from decoder.sources.base import ByteReader
-from tests.images import make_pyramid_tiff, pattern
+from tests.images import make_pyramid_tiff, make_striped_tiff, make_tiled_jp2, pattern
 
 ReaderFactory = Callable[[Path], ByteReader]
 Describe = Callable[[ByteReader], ImageInfo]
@@ -57,6 +69,18 @@ class CountingReader:
 
     def close(self) -> None:
         self._inner.close()
+
+
+class RecordingReader(CountingReader):
+    """A CountingReader that also keeps every read's (offset, length)."""
+
+    def __init__(self, inner: ByteReader) -> None:
+        super().__init__(inner)
+        self.calls: list[tuple[int, int]] = []
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        self.calls.append((offset, length))
+        return super().read_at(offset, length)
 
 
 def passthrough_total() -> float:
@@ -161,6 +185,14 @@ def write_ycbcr_jpeg_tiff(path: Path, image: Any, tile: int) -> Path:
 # -- fixtures ---------------------------------------------------------------
 
 
+def noise(width: int, height: int) -> Any:
+    """An sRGB image of Gaussian noise: JPEG tiles of it are large."""
+    bands = [
+        pyvips.Image.gaussnoise(width, height, mean=128, sigma=60).cast("uchar") for _ in range(3)
+    ]
+    return bands[0].bandjoin(bands[1:]).copy(interpretation="srgb")
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("passthrough")
@@ -175,6 +207,11 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "subifd": make_pyramid_tiff(root / "subifd.tif", 1024, 768, tile=256, subifd=True),
         "deflate": make_pyramid_tiff(root / "deflate.tif", 1024, 768, compression="deflate"),
         "ycbcr": write_ycbcr_jpeg_tiff(root / "ycbcr.tif", pattern(600, 400), tile=128),
+        # Noise compresses badly: 128 px tiles of ~30 KB, so a row of 8 is
+        # far more than MAX_GAP_BYTES and a column's tiles are far apart.
+        "noise": make_pyramid_tiff(root / "noise.tif", 1024, 256, tile=128, image=noise(1024, 256)),
+        "jp2": make_tiled_jp2(root / "tiled.jp2", 512, 384, tile=128, resolutions=3),
+        "striped": make_striped_tiff(root / "striped.tif", 600, 400),
     }
 
 
@@ -400,3 +437,266 @@ def test_splice_refuses_incomplete_or_non_baseline_tiles(
     assert splice(tile[:-2], level) is None  # truncated: no EOI
     assert splice(tile.replace(b"\xff\xc0", b"\xff\xc2", 1), level) is None  # progressive
     assert splice(b"\xff\xd8" + JFIF_APP0 + tile[2:], level) is None  # own colour marker
+
+
+# -- several stored tiles at once (read_stored_tiles) ------------------------------
+
+
+def jpeg_level(reader: ByteReader, info: ImageInfo, level: int) -> JpegLevel:
+    index = passthrough.parse_tile_index(reader, info)
+    assert index is not None
+    found = index.levels[level]
+    assert found is not None
+    return found
+
+
+def whole_tiles(info: ImageInfo, level: int) -> list[tuple[int, int]]:
+    """(column, row) of the tiles of `level` that lie wholly inside it, row by row."""
+    lvl = info.levels[level]
+    across, down = lvl.width // lvl.tile_width, lvl.height // lvl.tile_height
+    return [(column, row) for row in range(down) for column in range(across)]
+
+
+def read_level(
+    reader: ByteReader,
+    info: ImageInfo,
+    level: int,
+    columns: range,
+    rows: range,
+    max_bytes: int = 1 << 30,
+) -> list[tuple[int, int, bytes]]:
+    return passthrough.read_stored_tiles(reader, info, KEY, level, columns, rows, max_bytes)
+
+
+@pytest.mark.parametrize(
+    ("name", "level"),
+    [
+        ("rgb", 0),
+        ("rgb", 1),
+        ("grey", 0),
+        ("odd", 0),  # partial edge column and row
+        ("odd", 1),  # 500 x 388: not exactly the full size over the downscale
+        ("big", 1),
+        ("subifd", 1),
+        ("ycbcr", 0),
+    ],
+)
+def test_stored_tiles_are_the_passthrough_bytes_row_by_row(
+    images: dict[str, Path],
+    reader_for: ReaderFactory,
+    describe: Describe,
+    engine: VipsEngine,
+    name: str,
+    level: int,
+) -> None:
+    reader = reader_for(images[name])
+    info = describe(reader)
+    lvl = info.levels[level]
+    # The whole grid, edge tiles included: those must be left out.
+    grid = (
+        range(-(-lvl.width // lvl.tile_width)),
+        range(-(-lvl.height // lvl.tile_height)),
+    )
+    before = passthrough_total()
+
+    found = read_level(reader, info, level, *grid)
+
+    assert passthrough_total() == before + len(found)
+    assert [(c, r) for c, r, _ in found] == whole_tiles(info, level)
+    assert found, "the level has whole tiles"
+    for column, row, data in found:
+        # Byte for byte what a render of exactly that tile answers, as a
+        # IIIF client derives its region (see tile_plan).
+        plan = tile_plan(info, level, column, row)
+        assert passthrough.try_passthrough(reader, info, plan, KEY) == data, (column, row)
+        # ... and a stand-alone JPEG of exactly libtiff's pixels of that tile.
+        image = load_strict(data)
+        assert max_abs_diff(image, stored_tile(engine, reader, info, level, column, row)) == 0
+
+
+def test_partial_edge_tiles_are_left_out(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe
+) -> None:
+    # Level 0 of 1001 x 777 in 128 px tiles: 8 x 7 tiles, of which column 7
+    # (105 px wide) and row 6 (9 px high) are stored padded past the level.
+    reader = reader_for(images["odd"])
+    info = describe(reader)
+
+    found = read_level(reader, info, 0, range(5, 8), range(4, 7))
+
+    assert [(c, r) for c, r, _ in found] == [(5, 4), (6, 4), (5, 5), (6, 5)]
+    assert read_level(reader, info, 0, range(7, 8), range(7)) == []
+    assert read_level(reader, info, 0, range(8), range(6, 7)) == []
+    # A level smaller than one tile has no whole tile at all.
+    smallest = len(info.levels) - 1
+    assert info.levels[smallest].width < info.levels[smallest].tile_width
+    assert read_level(reader, info, smallest, range(4), range(4)) == []
+
+
+def test_the_rectangle_is_clipped_to_the_grid(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe
+) -> None:
+    # Level 0 of rgb: 4 x 3 whole tiles of 256 px.
+    reader = reader_for(images["rgb"])
+    info = describe(reader)
+    everything = read_level(reader, info, 0, range(4), range(3))
+    assert len(everything) == 12
+
+    clipped = read_level(reader, info, 0, range(-2, 10), range(-1, 2))
+
+    assert clipped == everything[:8]  # columns 0..3 of rows 0 and 1
+    assert read_level(reader, info, 0, range(2, 1000), range(2, 3)) == everything[10:]
+    assert read_level(reader, info, 0, range(4, 9), range(3)) == []  # right of the grid
+    assert read_level(reader, info, 0, range(4), range(3, 5)) == []  # below the grid
+    assert read_level(reader, info, 0, range(3, 3), range(3)) == []  # empty
+
+
+def test_the_byte_cap_stops_adding_tiles(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe
+) -> None:
+    reader = reader_for(images["rgb"])
+    info = describe(reader)
+    level = jpeg_level(reader, info, 0)
+    everything = read_level(reader, info, 0, range(4), range(3))
+    stored = [level.byte_counts.get(reader, r * level.tiles_across + c) for c, r, _ in everything]
+    assert all(stored)
+    k = 5
+
+    # Room for exactly the first k answers: k tiles, whatever follows.
+    answer_bytes = sum(len(data) for _c, _r, data in everything[:k])
+    capped = read_level(reader, info, 0, range(4), range(3), max_bytes=answer_bytes)
+    assert capped == everything[:k]
+
+    # One byte short of the first k stored tiles: only k - 1 fit (whether
+    # the cap counts stored or answered bytes), and the answer stays
+    # within the cap.
+    cap = sum(n for n in stored[:k] if n is not None) - 1
+    capped = read_level(reader, info, 0, range(4), range(3), max_bytes=cap)
+    assert capped == everything[: k - 1]
+    assert sum(len(data) for _c, _r, data in capped) <= cap
+
+    assert read_level(reader, info, 0, range(4), range(3), max_bytes=0) == []
+
+
+@pytest.mark.parametrize("name", ["deflate", "jp2", "striped"])
+def test_no_stored_tiles_without_jpeg_tiles(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe, name: str
+) -> None:
+    reader = reader_for(images[name])
+    info = describe(reader)
+
+    assert passthrough.stored_levels(reader, info, KEY) == (False,) * len(info.levels)
+    with pytest.raises(NoStoredTiles):
+        read_level(reader, info, 0, range(2), range(2))
+
+
+def test_no_stored_tiles_when_passthrough_is_off(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe
+) -> None:
+    reader = reader_for(images["rgb"])
+    info = describe(reader)
+    assert passthrough.stored_levels(reader, info, KEY) == tuple(
+        bool(whole_tiles(info, level)) for level in range(len(info.levels))
+    )
+    passthrough.configure(enabled=False)
+    try:
+        assert passthrough.stored_levels(reader, info, KEY) == (False,) * len(info.levels)
+        with pytest.raises(NoStoredTiles):
+            read_level(reader, info, 0, range(2), range(2))
+    finally:
+        passthrough.configure(enabled=True)
+    assert len(read_level(reader, info, 0, range(2), range(2))) == 4
+
+
+@pytest.mark.parametrize("name", ["rgb", "odd", "subifd", "ycbcr"])
+def test_stored_levels_per_level(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe, name: str
+) -> None:
+    reader = reader_for(images[name])
+    info = describe(reader)
+
+    stored = passthrough.stored_levels(reader, info, KEY)
+
+    assert len(stored) == len(info.levels)
+    index = passthrough.parse_tile_index(reader, info)
+    assert index is not None
+    # A level is marked when its tiles can be sent and it has a whole one
+    # (a level smaller than one tile has only a padded tile); each answers.
+    for level, flag in enumerate(stored):
+        assert flag == (index.levels[level] is not None and bool(whole_tiles(info, level))), level
+        if flag:
+            assert read_level(reader, info, level, range(1), range(1))
+
+
+def test_tiles_stored_next_to_each_other_are_read_at_once(
+    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe
+) -> None:
+    # Level 0 of noise: 8 x 2 tiles of ~30 KB, stored row by row.
+    reader = RecordingReader(reader_for(images["noise"]))
+    info = describe(reader)
+    level = jpeg_level(reader, info, 0)
+    assert level.tiles_across == 8
+    passthrough.stored_levels(reader, info, KEY)  # the index, parsed once
+
+    def tile_reads(columns: range, rows: range) -> tuple[list[tuple[int, int]], int]:
+        """(tiles answered, reads of tile data): reads outside the tile
+        offset and byte count arrays."""
+        arrays = [
+            range(a.offset, a.offset + a.count * a.size) for a in (level.offsets, level.byte_counts)
+        ]
+        reader.calls.clear()
+        found = read_level(reader, info, 0, columns, rows)
+        data = [(o, n) for o, n in reader.calls if not any(o in a for a in arrays)]
+        return [(c, r) for c, r, _ in found], len(data)
+
+    # A row's neighbours: one read, however many tiles.
+    assert tile_reads(range(8), range(1)) == ([(c, 0) for c in range(8)], 1)
+    assert tile_reads(range(2, 5), range(1, 2)) == ([(2, 1), (3, 1), (4, 1)], 1)
+    # Both whole rows, one after the other in the file: still one read.
+    assert tile_reads(range(8), range(2)) == ([(c, r) for r in range(2) for c in range(8)], 1)
+    # One column: a whole row of tiles lies between the two, too far apart.
+    first = level.offsets.get(reader, 0)
+    below = level.offsets.get(reader, 8)
+    length = level.byte_counts.get(reader, 0)
+    assert first is not None
+    assert below is not None
+    assert length is not None
+    assert below - (first + length) > MAX_GAP_BYTES
+    assert tile_reads(range(1), range(2)) == ([(0, 0), (0, 1)], 2)
+    assert tile_reads(range(6, 8), range(2)) == ([(6, 0), (7, 0), (6, 1), (7, 1)], 2)
+
+
+# (column, row, offset, length) as _read_tiles locates them; offsets are
+# drawn near the previous tile's end, where runs break.
+_EDGES = [-1, 0, 1, MAX_GAP_BYTES - 1, MAX_GAP_BYTES, MAX_GAP_BYTES + 1]
+
+
+@st.composite
+def located_tiles(draw: st.DrawFn) -> list[tuple[int, int, int, int]]:
+    gaps = st.one_of(st.sampled_from(_EDGES), st.integers(-(1 << 20), 4 * MAX_GAP_BYTES))
+    steps = draw(st.lists(st.tuples(gaps, st.integers(1, 3 * MAX_GAP_BYTES)), max_size=30))
+    tiles: list[tuple[int, int, int, int]] = []
+    end = draw(st.integers(0, 1 << 20))
+    for n, (gap, length) in enumerate(steps):
+        offset = max(1, end + gap)
+        tiles.append((n % 7, n // 7, offset, length))
+        end = offset + length
+    return tiles
+
+
+@given(located_tiles())
+def test_spans_are_runs_of_tiles_close_together_in_the_file(
+    located: list[tuple[int, int, int, int]],
+) -> None:
+    def follows(previous: tuple[int, int, int, int], tile: tuple[int, int, int, int]) -> bool:
+        end = previous[2] + previous[3]
+        return end <= tile[2] <= end + MAX_GAP_BYTES
+
+    runs = list(_spans(located))
+
+    assert [tile for run in runs for tile in run] == located
+    assert all(runs)
+    for run in runs:
+        assert all(follows(a, b) for a, b in itertools.pairwise(run))
+    for run, after in itertools.pairwise(runs):
+        assert not follows(run[-1], after[0])

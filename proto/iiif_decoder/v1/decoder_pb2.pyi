@@ -133,8 +133,8 @@ class ResolutionLevel(_message.Message):
     """Native tile size at this level; 0 when the level is stored untiled."""
     tile_height: _builtins.int
     stored_tiles: _builtins.bool
-    """Whole tiles of this level can be had as stored, undecoded (StoredTiles,
-    and Render of exactly one such tile): cheap to serve.
+    """This level has whole tiles that can be had as stored, undecoded
+    (StoredTiles, and Render of exactly one such tile): cheap to serve.
     """
     def __init__(
         self,

@@ -89,7 +89,7 @@ class DecoderServicer:
 
         Asks for a rectangle of the level's tile grid, clipped to the grid (at
         most 256 tiles); answers one StoredTile per tile, row by row. Tiles that
-        cannot be sent as stored are left out, and so are tiles past 4 MiB of
+        cannot be sent as stored are left out, and so are tiles past 3 MiB of
         answer in all: render those. Edge tiles that extend past the level are
         stored padded, so they are always left out. Errors as for Render;
         FAILED_PRECONDITION for a level without stored tiles.

@@ -62,7 +62,7 @@ class DecoderStub:
 
     Asks for a rectangle of the level's tile grid, clipped to the grid (at
     most 256 tiles); answers one StoredTile per tile, row by row. Tiles that
-    cannot be sent as stored are left out, and so are tiles past 4 MiB of
+    cannot be sent as stored are left out, and so are tiles past 3 MiB of
     answer in all: render those. Edge tiles that extend past the level are
     stored padded, so they are always left out. Errors as for Render;
     FAILED_PRECONDITION for a level without stored tiles.
@@ -98,7 +98,7 @@ class DecoderAsyncStub(DecoderStub):
 
     Asks for a rectangle of the level's tile grid, clipped to the grid (at
     most 256 tiles); answers one StoredTile per tile, row by row. Tiles that
-    cannot be sent as stored are left out, and so are tiles past 4 MiB of
+    cannot be sent as stored are left out, and so are tiles past 3 MiB of
     answer in all: render those. Edge tiles that extend past the level are
     stored padded, so they are always left out. Errors as for Render;
     FAILED_PRECONDITION for a level without stored tiles.
@@ -149,7 +149,7 @@ class DecoderServicer(metaclass=_abc_1.ABCMeta):
 
         Asks for a rectangle of the level's tile grid, clipped to the grid (at
         most 256 tiles); answers one StoredTile per tile, row by row. Tiles that
-        cannot be sent as stored are left out, and so are tiles past 4 MiB of
+        cannot be sent as stored are left out, and so are tiles past 3 MiB of
         answer in all: render those. Edge tiles that extend past the level are
         stored padded, so they are always left out. Errors as for Render;
         FAILED_PRECONDITION for a level without stored tiles.
