@@ -14,17 +14,42 @@ asking again.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from gateway import metrics
-from gateway.decoder_client import DecoderClient, ImageDescription
-from gateway.errors import GatewayError
+from gateway.decoder_client import DecoderClient, ImageDescription, StaleDescription
+from gateway.errors import GatewayError, Overloaded
 from gateway.iiif.canonical import canonical_path
-from gateway.iiif.types import ImageDims, ImageRequest, Limits, RenderPlan
+from gateway.iiif.types import (
+    ApiVersion,
+    Format,
+    ImageDims,
+    ImageRequest,
+    Limits,
+    Quality,
+    RenderPlan,
+)
 from gateway.render_cache import CachedRender, RenderCache
 from gateway.tile_grid import TileBatch, batch_around, stored_tile, tile_plan
 
 _BatchKey = tuple[str, str, TileBatch]  # identifier, version, batch
-_Found = dict[tuple[int, int], CachedRender]
+# What a request's cache keys depend on besides the tile: its API version
+# (canonical forms differ), quality name and format.
+_Form = tuple[ApiVersion, Quality, Format]
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """A finished batch: the source version, the tiles by (column, row), and
+    the request form they were cached under."""
+
+    version: str
+    tiles: dict[tuple[int, int], CachedRender]
+    form: _Form
+
+
+def _form(parsed: ImageRequest, plan: RenderPlan) -> _Form:
+    return parsed.version, plan.quality, plan.format
 
 
 class StoredTileBatcher:
@@ -37,14 +62,16 @@ class StoredTileBatcher:
         self._cache = cache
         self._side = side
         self._limits = limits
-        self._inflight: dict[_BatchKey, asyncio.Task[_Found]] = {}
+        self._inflight: dict[_BatchKey, asyncio.Task[_Fetched]] = {}
 
     async def fetch(
         self, parsed: ImageRequest, desc: ImageDescription, plan: RenderPlan
     ) -> CachedRender | None:
         """The stored tile `plan` is exactly, fetched with its batch, or None
         when the plan is not such a tile or the batch failed (then render it:
-        that reports the error)."""
+        that reports the error). Raises Overloaded when the decoders refused
+        the batch for load: rendering its tiles one by one would only add to
+        that load."""
         tile = stored_tile(desc.levels, desc.width, desc.height, plan)
         if tile is None:
             return None
@@ -58,12 +85,20 @@ class StoredTileBatcher:
         try:
             # Shielded: a client that goes away must not cancel the batch
             # other requests wait for.
-            found = await asyncio.shield(task)
+            fetched = await asyncio.shield(task)
+        except StaleDescription:
+            return None  # the image changed: the render describes it again
+        except Overloaded:
+            raise
         except GatewayError:
             return None
-        return found.get((tile.column, tile.row))
+        if fetched.form != _form(parsed, plan):
+            # A request in another form (API version, quality name) joined a
+            # batch: keep the tiles under the keys its neighbours will use too.
+            self._keep(parsed, desc, plan, batch, fetched)
+        return fetched.tiles.get((tile.column, tile.row))
 
-    def _done(self, key: _BatchKey, task: asyncio.Task[_Found]) -> None:
+    def _done(self, key: _BatchKey, task: asyncio.Task[_Fetched]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
         if not task.cancelled():
@@ -71,22 +106,36 @@ class StoredTileBatcher:
 
     async def _fetch(
         self, parsed: ImageRequest, desc: ImageDescription, like: RenderPlan, batch: TileBatch
-    ) -> _Found:
+    ) -> _Fetched:
         try:
             stored = await self._client.stored_tiles(parsed.identifier, batch, desc.version)
         except GatewayError:
             metrics.STORED_TILE_BATCHES.labels("error").inc()
             raise
         metrics.STORED_TILE_BATCHES.labels("ok").inc()
-        found: _Found = {}
+        fetched = _Fetched(
+            stored.version,
+            {place: CachedRender(*got) for place, got in stored.tiles.items()},
+            _form(parsed, like),
+        )
+        self._keep(parsed, desc, like, batch, fetched)
+        return fetched
+
+    def _keep(
+        self,
+        parsed: ImageRequest,
+        desc: ImageDescription,
+        like: RenderPlan,
+        batch: TileBatch,
+        fetched: _Fetched,
+    ) -> None:
+        """Put the batch's tiles in the cache under the keys requests of the
+        form of `parsed` and `like` look for."""
         dims = ImageDims(desc.width, desc.height)
         for tile in batch.tiles():
-            got = stored.tiles.get((tile.column, tile.row))
-            if got is None:
+            render = fetched.tiles.get((tile.column, tile.row))
+            if render is None:
                 continue  # the decoder could not send it as stored: render it
-            render = CachedRender(*got)
-            found[(tile.column, tile.row)] = render
             plan = tile_plan(desc.levels, desc.width, desc.height, tile, like)
             canonical = canonical_path(plan, parsed, dims, limits=self._limits)
-            self._cache.put((parsed.identifier, stored.version, canonical), render)
-        return found
+            self._cache.put((parsed.identifier, fetched.version, canonical), render)
