@@ -190,12 +190,14 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
     async def Describe(
         self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeResponse:
-        try:
-            desc = await self._service.describe(request.identifier)
-        except Exception as exc:
-            await _abort(context, exc, "Describe", request.identifier)
-            raise  # unreachable: abort raises
-        return describe_to_proto(request.identifier, desc, self._decoder_id)
+        with _observed("Describe", context, request.identifier) as outcome:
+            try:
+                desc = await self._service.describe(request.identifier)
+            except Exception as exc:
+                outcome.code = status_for(exc)
+                await _abort(context, exc, "Describe", request.identifier)
+                raise  # unreachable: abort raises
+            return describe_to_proto(request.identifier, desc, self._decoder_id)
 
     async def Render(
         self, request: pb.RenderRequest, context: grpc.aio.ServicerContext

@@ -149,6 +149,7 @@ class DecoderClient:
             maxsize=cache_entries, ttl=max(cache_ttl_s, 1e-9)
         )
         self._cache_enabled = cache_ttl_s > 0
+        self._describing: dict[str, asyncio.Task[ImageDescription]] = {}
 
     async def start(self) -> None:
         """Open the channels; call from the event loop that will use them."""
@@ -217,10 +218,29 @@ class DecoderClient:
         return list(self._members)
 
     async def describe(self, identifier: str) -> ImageDescription:
-        """The image's description, from the cache when fresh; raises GatewayError."""
+        """The image's description, from the cache when fresh; raises GatewayError.
+
+        Concurrent calls for one identifier share one Describe: a viewer's
+        first burst of tile requests for a new image would otherwise make
+        each its own (on S3, each waiting for the object's index)."""
         cached = self._describes.get(identifier)
         if cached is not None:
             return cached
+        task = self._describing.get(identifier)
+        if task is None:
+            task = asyncio.create_task(self._describe(identifier))
+            self._describing[identifier] = task
+            task.add_done_callback(lambda done: self._described(identifier, done))
+        # Shielded: one caller going away must not fail the others.
+        return await asyncio.shield(task)
+
+    def _described(self, identifier: str, task: asyncio.Task[ImageDescription]) -> None:
+        if self._describing.get(identifier) is task:
+            del self._describing[identifier]
+        if not task.cancelled():
+            task.exception()  # retrieved, even when every caller went away
+
+    async def _describe(self, identifier: str) -> ImageDescription:
         index = self._pick()
         try:
             resp = await self._stubs[index].Describe(

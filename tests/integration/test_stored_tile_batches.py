@@ -43,6 +43,7 @@ PYRAMID_IDS = (
     "batch-edges",
     "batch-others",
     "batch-swapped",
+    "batch-burst",
 )
 # The same geometry with other pixels: what batch-swapped becomes.
 REPLACEMENT_ID = "batch-replacement"
@@ -317,6 +318,29 @@ def test_concurrent_requests_for_a_batch_share_one_call(stacks: Stacks) -> None:
     assert changed["batches_ok"] == 1
     assert changed["batches_error"] == 0
     assert changed["cache_hits"] + changed["cache_misses"] == 16
+
+
+def test_a_burst_for_a_new_image_describes_it_once(stacks: Stacks) -> None:
+    """A viewer's first tiles of an image arrive together: they share one
+    Describe (and, being tiles of one square, one batch)."""
+    identifier = "batch-burst"
+    paths = [tile_path("3", identifier, 1, c, r) for r in range(4) for c in range(4)]
+    describes = {"rpc": "Describe", "code": "OK"}
+
+    def described() -> float:
+        return metric(
+            stacks.http.get(stacks.decoder_metrics).text, "iiif_decoder_rpcs_total", describes
+        )
+
+    before = described()
+
+    async def fetch_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=stacks.batched, timeout=30) as client:
+            return await asyncio.gather(*(client.get(path) for path in paths))
+
+    responses = asyncio.run(fetch_all())
+    assert [r.status_code for r in responses] == [200] * len(paths)
+    assert described() - before == 1
 
 
 def test_edge_tiles_are_rendered_not_batched(stacks: Stacks) -> None:
