@@ -29,6 +29,11 @@ The TIFF structure (where each level's tile offsets, byte counts and tables
 are) is parsed once per (source key, version) and kept in a small LRU; a
 request then reads the tile's offset and byte count (two tiny reads) and the
 tile itself.
+
+:func:`read_stored_tiles` does the same for a rectangle of a level's tiles at
+once (the StoredTiles RPC): one call and, for tiles next to each other in the
+file, one read, where a viewer's neighbouring tiles would otherwise each pay
+a round trip through both services.
 """
 
 from __future__ import annotations
