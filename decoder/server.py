@@ -94,7 +94,9 @@ def build_service(
     is given, default engines)."""
     service = ImageService(
         source=source if source is not None else build_source(settings),
-        engines=registry_for(settings.jp2_engine, jp2_threads=settings.jp2_threads),
+        engines=registry_for(
+            settings.jp2_engine, jp2_threads=settings.jp2_threads, open_tiffs=settings.open_tiffs
+        ),
         executor=executor,
         admission=Admission(
             slots=settings.decode_threads,

@@ -57,6 +57,9 @@ class DecoderSettings(BaseSettings):
     # Stored JPEG tiles of tiled TIFFs are sent as they are when a request is
     # exactly one whole tile (no decode, no re-encode).
     tile_passthrough: bool = True
+    # Opened TIFF directories of local files kept per worker process for the
+    # next request (0: open every time); S3 objects are never kept open.
+    open_tiffs: int = Field(64, ge=0, le=4096)
     # Small levels (at most level_cache_max_pixels) are decoded whole once and
     # served by cropping, and so are the 1024 px blocks around small JPEG 2000
     # regions; bounded in memory, least recently used dropped first.

@@ -46,26 +46,30 @@ class EngineRegistry:
         return frozenset(self._engines)
 
 
-def default_registry() -> EngineRegistry:
-    """The libvips engine for all four source formats."""
+def default_registry(open_tiffs: int = 0) -> EngineRegistry:
+    """The libvips engine for all four source formats, keeping up to
+    `open_tiffs` opened TIFF directories of local files for later requests."""
     from decoder.engines.vips import VipsEngine  # keeps pyvips out of plain imports
 
-    return EngineRegistry().with_engine(VipsEngine())
+    return EngineRegistry().with_engine(VipsEngine(open_tiffs=open_tiffs))
 
 
 JP2_ENGINES: Final = ("openjpeg", "vips")
 
 
-def registry_for(jp2_engine: str = "openjpeg", *, jp2_threads: int = 1) -> EngineRegistry:
+def registry_for(
+    jp2_engine: str = "openjpeg", *, jp2_threads: int = 1, open_tiffs: int = 0
+) -> EngineRegistry:
     """The libvips engine for every format, with JPEG 2000 decoded by
     `jp2_engine`: "openjpeg" (libopenjp2 directly, region by region; see
     decoder/engines/openjpeg.py) or "vips" (libvips' jp2kload).
 
     `jp2_threads` is OpenJPEG's worker threads per decode (ignored by
-    "vips"). Raises ValueError for an unknown engine name and OSError if the
-    engine's library cannot be loaded.
+    "vips"); `open_tiffs` as for default_registry(). Raises ValueError for
+    an unknown engine name and OSError if the engine's library cannot be
+    loaded.
     """
-    registry = default_registry()
+    registry = default_registry(open_tiffs)
     if jp2_engine == "vips":
         return registry
     if jp2_engine == "openjpeg":
