@@ -33,6 +33,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.iiif.types import RenderPlan
+from gateway.single_flight import SingleFlight
 from gateway.tile_grid import TileBatch
 
 _FORMATS: dict[str, pb.OutputFormat.ValueType] = {
@@ -149,7 +150,7 @@ class DecoderClient:
             maxsize=cache_entries, ttl=max(cache_ttl_s, 1e-9)
         )
         self._cache_enabled = cache_ttl_s > 0
-        self._describing: dict[str, asyncio.Task[ImageDescription]] = {}
+        self._describing: SingleFlight[str, ImageDescription] = SingleFlight()
 
     async def start(self) -> None:
         """Open the channels; call from the event loop that will use them."""
@@ -226,19 +227,7 @@ class DecoderClient:
         cached = self._describes.get(identifier)
         if cached is not None:
             return cached
-        task = self._describing.get(identifier)
-        if task is None:
-            task = asyncio.create_task(self._describe(identifier))
-            self._describing[identifier] = task
-            task.add_done_callback(lambda done: self._described(identifier, done))
-        # Shielded: one caller going away must not fail the others.
-        return await asyncio.shield(task)
-
-    def _described(self, identifier: str, task: asyncio.Task[ImageDescription]) -> None:
-        if self._describing.get(identifier) is task:
-            del self._describing[identifier]
-        if not task.cancelled():
-            task.exception()  # retrieved, even when every caller went away
+        return await self._describing.run(identifier, lambda: self._describe(identifier))
 
     async def _describe(self, identifier: str) -> ImageDescription:
         index = self._pick()

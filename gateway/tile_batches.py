@@ -13,7 +13,6 @@ asking again.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from gateway import metrics
@@ -30,6 +29,7 @@ from gateway.iiif.types import (
     RenderPlan,
 )
 from gateway.render_cache import CachedRender, RenderCache
+from gateway.single_flight import SingleFlight
 from gateway.tile_grid import TileBatch, batch_around, stored_tile, tile_plan
 
 _BatchKey = tuple[str, str, TileBatch]  # identifier, version, batch
@@ -62,7 +62,7 @@ class StoredTileBatcher:
         self._cache = cache
         self._side = side
         self._limits = limits
-        self._inflight: dict[_BatchKey, asyncio.Task[_Fetched]] = {}
+        self._inflight: SingleFlight[_BatchKey, _Fetched] = SingleFlight()
 
     async def fetch(
         self, parsed: ImageRequest, desc: ImageDescription, plan: RenderPlan
@@ -77,15 +77,8 @@ class StoredTileBatcher:
             return None
         batch = batch_around(desc.levels, tile, self._side)
         key = (parsed.identifier, desc.version, batch)
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._fetch(parsed, desc, plan, batch))
-            self._inflight[key] = task
-            task.add_done_callback(lambda done: self._done(key, done))
         try:
-            # Shielded: a client that goes away must not cancel the batch
-            # other requests wait for.
-            fetched = await asyncio.shield(task)
+            fetched = await self._inflight.run(key, lambda: self._fetch(parsed, desc, plan, batch))
         except StaleDescription:
             return None  # the image changed: the render describes it again
         except Overloaded:
@@ -97,12 +90,6 @@ class StoredTileBatcher:
             # batch: keep the tiles under the keys its neighbours will use too.
             self._keep(parsed, desc, plan, batch, fetched)
         return fetched.tiles.get((tile.column, tile.row))
-
-    def _done(self, key: _BatchKey, task: asyncio.Task[_Fetched]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved, even when every waiter went away
 
     async def _fetch(
         self, parsed: ImageRequest, desc: ImageDescription, like: RenderPlan, batch: TileBatch

@@ -17,8 +17,13 @@ def memory_kib(pid: int, field: str) -> int:
 
 
 def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
-    """The sum of one metric's samples whose labels include `labels`."""
-    text = httpx.get(url, timeout=5).text
+    """The sum of one metric's samples at `url` whose labels include `labels`."""
+    return metric_in(httpx.get(url, timeout=5).text, name, labels)
+
+
+def metric_in(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """The sum of one metric's samples in `text` (Prometheus text format)
+    whose labels include `labels`."""
     total = 0.0
     pattern = re.compile(rf"^{re.escape(name)}(\{{(?P<labels>[^}}]*)\}})? (?P<value>\S+)$")
     for line in text.splitlines():

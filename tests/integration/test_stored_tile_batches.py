@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -26,6 +25,7 @@ from gateway.tile_grid import TileBatch
 from tests import processes
 from tests.conftest import start_decoder, start_gateway
 from tests.images import make_pyramid_tiff, make_tiled_jp2, pattern
+from tests.reliability_tools import metric_in as metric
 
 pytestmark = pytest.mark.integration
 
@@ -158,21 +158,6 @@ _COUNTERS: dict[str, tuple[str, str, dict[str, str]]] = {
     ),
     "render_rpcs": ("decoder", "iiif_decoder_rpcs_total", {"rpc": "Render"}),
 }
-
-
-def metric(text: str, name: str, labels: dict[str, str] | None = None) -> float:
-    """The sum of one metric's samples in `text` whose labels include `labels`
-    (as tests/reliability_tools.metric, on text already fetched)."""
-    total = 0.0
-    pattern = re.compile(rf"^{re.escape(name)}(\{{(?P<labels>[^}}]*)\}})? (?P<value>\S+)$")
-    for line in text.splitlines():
-        match = pattern.match(line)
-        if not match:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels") or ""))
-        if all(found.get(k) == v for k, v in (labels or {}).items()):
-            total += float(match.group("value"))
-    return total
 
 
 def counters(stacks: Stacks) -> dict[str, float]:
