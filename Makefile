@@ -10,10 +10,11 @@ DECODER_PORT ?= 50051
 
 .PHONY: install samples run test lint format proto bench images clean
 
-$(STAMP): pyproject.toml scripts/ensure_system_deps.sh
+$(STAMP): pyproject.toml scripts/ensure_system_deps.sh decoder/native/jpeg_mosaic.c decoder/native/build.py
 	scripts/ensure_system_deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[gateway,decoder,dev]'
+	$(PY) -m decoder.native.build
 	touch $@
 
 install: $(STAMP)

@@ -42,6 +42,12 @@ PASSTHROUGH = Counter(
     "iiif_decoder_passthrough_total",
     "Renders answered with a stored JPEG tile's bytes, without decoding (decodes avoided)",
 )
+MOSAICS = Counter(
+    "iiif_decoder_tile_mosaics_total",
+    "Renders of several stored JPEG tiles, or part of one, answered by joining their DCT "
+    "coefficients without decoding (outcome: joined, or failed and decoded instead)",
+    ["outcome"],
+)
 REJECTIONS = Counter("iiif_decoder_rejections_total", "Renders refused by admission control")
 QUEUE_DEPTH = Gauge(
     "iiif_decoder_queue_depth", "Renders waiting for admission", multiprocess_mode="livesum"

@@ -13,13 +13,22 @@ FROM ${PYTHON_BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+# A C compiler and libjpeg's headers build decoder/native (stored-tile
+# mosaics); the runtime needs only libjpeg, which libvips42 brings.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev libjpeg62-turbo-dev \
+ && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml ./
 COPY proto ./proto
 COPY decoder ./decoder
-# pyvips runs in cffi ABI mode: it needs libvips only at run time.
-RUN /opt/venv/bin/pip install --no-cache-dir --no-compile '.[decoder]' \
+# pyvips runs in cffi ABI mode: it needs libvips only at run time. The native
+# module is built into the source tree first, so the install packages it.
+RUN /opt/venv/bin/pip install --no-cache-dir 'cffi>=1.15' \
+ && PYTHONPATH=/src /opt/venv/bin/python -m decoder.native.build \
+ && /opt/venv/bin/pip install --no-cache-dir --no-compile '.[decoder]' \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # --- runtime ------------------------------------------------------------------
@@ -37,8 +46,10 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid iiif --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin iiif
 COPY --from=build /opt/venv /opt/venv
-# Fail the build, not the first request, when libvips lacks its JPEG2000 loader.
-RUN /opt/venv/bin/python -c "import pyvips, sys; sys.exit(0 if pyvips.type_find('VipsForeign', 'jp2kload') else 'libvips has no jp2kload')"
+# Fail the build, not the first request, when libvips lacks its JPEG2000 loader
+# or the native module was not packaged.
+RUN /opt/venv/bin/python -c "import pyvips, sys; sys.exit(0 if pyvips.type_find('VipsForeign', 'jp2kload') else 'libvips has no jp2kload')" \
+ && /opt/venv/bin/python -c "import sys; from decoder.native import jpeg_mosaic; sys.exit(0 if jpeg_mosaic.available() else 'decoder.native is not built')"
 # Byte code is compiled at build time; libvips spills to /tmp (TMPDIR), the
 # only path that has to be writable: the root filesystem can be read-only.
 ENV PATH=/opt/venv/bin:$PATH \

@@ -2,7 +2,8 @@
 # Installs the system libraries the project needs when the machine lacks them:
 # libvips with a JPEG2000 loader (Debian's libvips42 links OpenJPEG; the
 # pyvips-binary wheel has no JPEG2000 loader), OpenJPEG's command-line tools
-# (test and sample images), and libmagic (the IIIF validator needs it).
+# (test and sample images), libmagic (the IIIF validator needs it), and a C
+# compiler with libjpeg's headers (decoder/native, built by `make install`).
 set -euo pipefail
 
 missing=()
@@ -21,6 +22,8 @@ case "$libs" in
   *"libmagic.so.1 "*) ;;
   *) missing+=(libmagic1) ;;
 esac
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+[ -f /usr/include/jpeglib.h ] || missing+=(libjpeg62-turbo-dev)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

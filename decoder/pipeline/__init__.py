@@ -14,6 +14,7 @@ from decoder.engines.base import DecodeError, Engine, ImageInfo, RenderError, Vi
 from decoder.engines.vips import vips_error_message
 from decoder.pipeline.encode import encode
 from decoder.pipeline.load import choose_level, level_box, load_region
+from decoder.pipeline.mosaic import try_mosaic
 from decoder.pipeline.passthrough import try_passthrough
 from decoder.pipeline.quality import apply_quality
 from decoder.pipeline.resize import resize
@@ -84,8 +85,10 @@ def run_pipeline(
 
     `cache_key` is the source's (key, version). With it, a plan that is
     exactly one stored JPEG tile is answered with that tile's bytes (see
-    passthrough.py) and small levels are decoded once into the level cache
-    (see decoder/levelcache.py); without it, every render decodes.
+    passthrough.py), a box of stored tiles at their own scale with one JPEG
+    joined from them (see mosaic.py), and small levels are decoded once into
+    the level cache (see decoder/levelcache.py); without it, every render
+    decodes.
 
     Raises RenderError for a plan that does not fit the image and
     DecodeError when the source cannot be decoded, Cancelled soon after
@@ -96,6 +99,8 @@ def run_pipeline(
     """
     validate_plan(info, plan)
     if (data := try_passthrough(reader, info, plan, cache_key)) is not None:
+        return data
+    if (data := try_mosaic(reader, info, plan, cache_key)) is not None:
         return data
     try:
         image = load_region(engine, reader, info, plan, cache_key)
@@ -142,6 +147,7 @@ __all__ = [
     "resize",
     "rotated_size",
     "run_pipeline",
+    "try_mosaic",
     "try_passthrough",
     "validate_plan",
 ]

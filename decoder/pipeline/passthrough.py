@@ -252,7 +252,10 @@ def parse_tile_index(reader: ByteReader, info: ImageInfo) -> TileIndex | None:
         raise DecodeError(str(exc)) from exc
 
 
-def _index_for(reader: ByteReader, info: ImageInfo, cache_key: tuple[str, str]) -> TileIndex | None:
+def index_for(reader: ByteReader, info: ImageInfo, cache_key: tuple[str, str]) -> TileIndex | None:
+    """The parsed tile index of the source (key, version) `cache_key`,
+    parsed on first use and kept; None for a source with no level whose
+    tiles can be sent as stored."""
     with _lock:
         if cache_key in _indexes:
             return _indexes[cache_key]
@@ -288,6 +291,23 @@ def _whole_tile(level: Level, box: Box) -> tuple[int, int] | None:
     return box.x // tw, box.y // th
 
 
+def keeps_stored_pixels(info: ImageInfo, plan: Plan) -> bool:
+    """Whether `plan` wants a TIFF's stored JPEG pixels as they are (JPEG,
+    color, no rotation or mirror, baseline), so stored tiles can answer it
+    when its region and size fit them."""
+    return not (
+        plan.format is not OutputFormat.JPEG
+        or plan.quality is not Quality.COLOR
+        or plan.rotation % 360 != 0
+        or plan.mirror
+        or plan.progressive
+        or info.format is not SourceFormat.TIFF
+        or info.has_icc
+        or info.bits_per_sample != 8
+        or info.bands not in (1, 3)
+    )
+
+
 def tile_for(info: ImageInfo, plan: Plan) -> tuple[int, int, int] | None:
     """(level, column, row) of the stored tile that `plan` asks for as it is,
     or None when the plan needs pixels processed.
@@ -302,17 +322,7 @@ def tile_for(info: ImageInfo, plan: Plan) -> tuple[int, int, int] | None:
     latter is off from the decoded path's mapping by under one level pixel;
     the stored tile is then the better answer.
     """
-    if (
-        plan.format is not OutputFormat.JPEG
-        or plan.quality is not Quality.COLOR
-        or plan.rotation % 360 != 0
-        or plan.mirror
-        or plan.progressive
-        or info.format is not SourceFormat.TIFF
-        or info.has_icc
-        or info.bits_per_sample != 8
-        or info.bands not in (1, 3)
-    ):
+    if not keeps_stored_pixels(info, plan):
         return None
     region = plan.region
     chosen = choose_level(info, region, plan.width, plan.height)
@@ -401,14 +411,14 @@ def try_passthrough(
     target = tile_for(info, plan)
     if target is None:
         return None
-    index = _index_for(reader, info, cache_key)
+    index = index_for(reader, info, cache_key)
     if index is None:
         return None
     level_index, column, row = target
     level = index.levels[level_index]
     if level is None:
         return None
-    found = _read_tiles(reader, level, [(column, row)], _MAX_TILE_BYTES)
+    found = read_tiles(reader, level, [(column, row)], _MAX_TILE_BYTES)
     if not found:
         return None
     metrics.PASSTHROUGH.inc()
@@ -432,7 +442,7 @@ def stored_levels(
 ) -> tuple[bool, ...]:
     """Per level of `info`: whether it has whole tiles that can be sent as
     stored (a level smaller than one tile has none: its only tile is padded)."""
-    index = _index_for(reader, info, cache_key) if _enabled else None
+    index = index_for(reader, info, cache_key) if _enabled else None
     if index is None:
         return (False,) * len(info.levels)
     return tuple(
@@ -457,7 +467,7 @@ def read_stored_tiles(
     in one read, announced first to readers that take hints (S3: a few
     coalesced GETs, not one per tile). Raises NoStoredTiles for a level
     without stored JPEG tiles and the reader's errors."""
-    index = _index_for(reader, info, cache_key) if _enabled else None
+    index = index_for(reader, info, cache_key) if _enabled else None
     level = index.levels[level_index] if index is not None else None
     if level is None:
         raise NoStoredTiles(f"level {level_index} has no tiles that can be sent as stored")
@@ -468,14 +478,17 @@ def read_stored_tiles(
         for row in range(max(0, rows.start), min(down, rows.stop))
         for column in range(max(0, columns.start), min(across, columns.stop))
     ]
-    found = _read_tiles(reader, level, wanted, max_bytes)
+    found = read_tiles(reader, level, wanted, max_bytes)
     metrics.PASSTHROUGH.inc(len(found))
     return found
 
 
-def _read_tiles(
+def read_tiles(
     reader: ByteReader, level: JpegLevel, wanted: list[tuple[int, int]], max_bytes: int
 ) -> list[tuple[int, int, bytes]]:
+    """(column, row, stand-alone JPEG) of the `wanted` tiles of `level`, in
+    that order, leaving out sparse tiles, tiles that do not splice, and all
+    tiles past `max_bytes`; edge tiles come as stored (padded)."""
     # Where each tile is; offset 0 or length 0 marks a sparse (never
     # written) tile. Stop where the answer (tiles plus the spliced marker
     # and tables) would pass the byte cap.
