@@ -60,6 +60,46 @@ static void reject(struct mosaic_error *err, const char *text)
     longjmp(err->jump, 1);
 }
 
+/* Each libjpeg object may hold this much (coefficient arrays above all); past
+ * it libjpeg asks for a backing store, which this build refuses: an error,
+ * not an allocation of whatever a hostile header claims. */
+#define MOSAIC_MAX_MEMORY (64L * 1024 * 1024)
+
+/* A growing output buffer the caller owns at every point (libjpeg's
+ * jpeg_mem_dest frees and replaces its buffer as it grows, and only says
+ * where it is at the end: on an error half-way, ours is still ours). */
+struct grow_dest {
+    struct jpeg_destination_mgr pub;
+    unsigned char *buffer;
+    size_t size;
+};
+
+static void grow_init(j_compress_ptr cinfo)
+{
+    struct grow_dest *dest = (struct grow_dest *)cinfo->dest;
+    dest->pub.next_output_byte = dest->buffer;
+    dest->pub.free_in_buffer = dest->size;
+}
+
+static boolean grow_empty(j_compress_ptr cinfo)
+{
+    struct grow_dest *dest = (struct grow_dest *)cinfo->dest;
+    size_t size = dest->size * 2;
+    unsigned char *buffer = realloc(dest->buffer, size);
+    if (buffer == NULL)
+        reject((struct mosaic_error *)cinfo->err, "mosaic: out of memory");
+    dest->pub.next_output_byte = buffer + dest->size;
+    dest->pub.free_in_buffer = size - dest->size;
+    dest->buffer = buffer;
+    dest->size = size;
+    return TRUE;
+}
+
+static void grow_term(j_compress_ptr cinfo)
+{
+    (void)cinfo;
+}
+
 /*
  * tiles: columns x rows JPEG streams, row by row, all of the same size.
  * (x0, y0, width, height): the output's box in the mosaic's pixels; x0 and y0
@@ -78,11 +118,14 @@ int iiif_jpeg_mosaic(const unsigned char *const *tiles, const size_t *sizes, int
     struct jpeg_decompress_struct *volatile src = NULL;
     jvirt_barray_ptr **volatile src_coefs = NULL;
     struct jpeg_compress_struct dst;
+    struct grow_dest out_dest;
     volatile int created = 0, dst_created = 0, reject_status = -1;
     jvirt_barray_ptr dst_coefs[MAX_COMPONENTS];
     long dst_bw[MAX_COMPONENTS], dst_bh[MAX_COMPONENTS];
     int count, i, c;
+    volatile size_t total = 0;
 
+    memset(&out_dest, 0, sizeof(out_dest));
     *out = NULL;
     *out_size = 0;
     if (columns < 1 || rows < 1 || columns > 64 || rows > 64)
@@ -109,9 +152,7 @@ int iiif_jpeg_mosaic(const unsigned char *const *tiles, const size_t *sizes, int
             jpeg_destroy_compress(&dst);
         for (i = 0; i < created; i++)
             jpeg_destroy_decompress(&src[i]);
-        free(*out);
-        *out = NULL;
-        *out_size = 0;
+        free(out_dest.buffer);
         free(src);
         free(src_coefs);
         return reject_status;
@@ -122,6 +163,8 @@ int iiif_jpeg_mosaic(const unsigned char *const *tiles, const size_t *sizes, int
         s->err = &err.pub;
         jpeg_create_decompress(s);
         created = i + 1;
+        s->mem->max_memory_to_use = MOSAIC_MAX_MEMORY;
+        total += sizes[i];
         jpeg_mem_src(s, tiles[i], (unsigned long)sizes[i]);
         jpeg_read_header(s, TRUE);
         if (s->progressive_mode || s->arith_code || s->data_precision != 8)
@@ -160,7 +203,16 @@ int iiif_jpeg_mosaic(const unsigned char *const *tiles, const size_t *sizes, int
     dst.err = &err.pub;
     jpeg_create_compress(&dst);
     dst_created = 1;
-    jpeg_mem_dest(&dst, out, out_size);
+    dst.mem->max_memory_to_use = MOSAIC_MAX_MEMORY;
+    /* The tiles' size is about the output's: usually no growing at all. */
+    out_dest.size = total + 4096;
+    out_dest.buffer = malloc(out_dest.size);
+    if (out_dest.buffer == NULL)
+        reject(&err, "mosaic: out of memory");
+    out_dest.pub.init_destination = grow_init;
+    out_dest.pub.empty_output_buffer = grow_empty;
+    out_dest.pub.term_destination = grow_term;
+    dst.dest = &out_dest.pub;
     jpeg_copy_critical_parameters(&src[0], &dst);
     dst.image_width = (JDIMENSION)width;
     dst.image_height = (JDIMENSION)height;
@@ -213,6 +265,8 @@ int iiif_jpeg_mosaic(const unsigned char *const *tiles, const size_t *sizes, int
 
     jpeg_write_coefficients(&dst, dst_coefs);
     jpeg_finish_compress(&dst);
+    *out = out_dest.buffer;
+    *out_size = (unsigned long)(out_dest.size - out_dest.pub.free_in_buffer);
     jpeg_destroy_compress(&dst);
     for (i = 0; i < count; i++)
         jpeg_destroy_decompress(&src[i]);

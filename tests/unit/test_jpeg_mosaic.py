@@ -279,6 +279,15 @@ def test_only_an_origin_off_the_mcu_grid_is_told_apart() -> None:
     assert not isinstance(outside.value, jpeg_mosaic.OffMcuGrid)
 
 
+def _claiming(width: int, height: int) -> bytes:
+    """A 32 px 4:4:4 tile whose SOF0 claims `width` x `height` pixels: a
+    hostile header, with far too little data behind it."""
+    tile = bytearray(_grid()[0])
+    sof = tile.index(b"\xff\xc0")
+    struct.pack_into(">HH", tile, sof + 5, height, width)
+    return bytes(tile)
+
+
 def _progressive() -> bytes:
     tile = source(3).crop(0, 0, 32, 32)
     return bytes(tile.jpegsave_buffer(Q=Q, subsample_mode="off", interlace=True))
@@ -335,6 +344,12 @@ BAD_INPUT: dict[str, tuple[Callable[[], ErrorCase], str]] = {
     "progressive": (
         lambda: (_first_replaced(_progressive()), 2, 2, (0, 0, 16, 16)),
         "baseline",
+    ),
+    # 60000 x 60000 would need ~20 GB of coefficients: libjpeg's memory
+    # bound refuses it (no backing store) before allocating anything.
+    "hostile-dimensions": (
+        lambda: ([_claiming(60000, 60000)], 1, 1, (0, 0, 16, 16)),
+        "[Bb]acking store",
     ),
     "420-tiles-not-a-multiple-of-16": (
         lambda: (encode_tiles("420", 2, 2, 24, 24), 2, 2, (0, 0, 16, 16)),
