@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -369,3 +370,41 @@ def test_bad_input_raises_mosaic_error(name: str) -> None:
     # The helper longjmps out of libjpeg: it must have cleaned up and
     # still work.
     assert frame(jpeg_mosaic.mosaic(_grid(), 2, 2, (0, 0, 64, 64)))[1:] == (64, 64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    mode=st.sampled_from(["grey", "444", "420"]),
+    which=st.integers(0, 3),
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), min_size=1, max_size=8),
+    cut=st.one_of(st.none(), st.integers(0, 10**6)),
+)
+def test_damaged_tiles_never_crash(
+    mode: Mode, which: int, flips: list[tuple[int, int]], cut: int | None
+) -> None:
+    # Stored tiles come from files we do not control: flipped bits anywhere
+    # (headers, tables, scan) and cut streams must end in an answer or a
+    # MosaicError, never in a crash, a hang or libjpeg calling exit().
+    tiles = list(_grid(mode))
+    damaged = bytearray(tiles[which])
+    for position, bit in flips:
+        damaged[position % len(damaged)] ^= 1 << bit
+    if cut is not None:
+        damaged = damaged[: cut % len(damaged)]
+    tiles[which] = bytes(damaged)
+    try:
+        data = jpeg_mosaic.mosaic(tiles, 2, 2, (0, 0, 64, 64))
+    except MosaicError:
+        return
+    assert frame(data)[1:] == (64, 64)
+
+
+def test_threads_share_the_helper() -> None:
+    # It runs without the GIL from the decoder's threads: no shared state.
+    tiles = _grid("420")
+    expected = jpeg_mosaic.mosaic(tiles, 2, 2, (16, 16, 48, 32))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(
+            pool.map(lambda _: jpeg_mosaic.mosaic(tiles, 2, 2, (16, 16, 48, 32)), range(64))
+        )
+    assert all(result == expected for result in results)
