@@ -27,14 +27,21 @@ void iiif_jpeg_free(unsigned char *buffer);
 """
 
 
-def builder() -> FFI:
+def builder(
+    module: str = MODULE,
+    compile_args: tuple[str, ...] = ("-O2", "-Wall"),
+    link_args: tuple[str, ...] = (),
+) -> FFI:
+    """The cffi builder of the mosaic helper as `module` (the tests build an
+    AddressSanitizer copy under another name)."""
     ffi = FFI()
     ffi.cdef(CDEF)
     ffi.set_source(
-        MODULE,
+        module,
         (HERE / "jpeg_mosaic.c").read_text(),
         libraries=["jpeg"],
-        extra_compile_args=["-O2", "-Wall"],
+        extra_compile_args=list(compile_args),
+        extra_link_args=list(link_args),
     )
     return ffi
 

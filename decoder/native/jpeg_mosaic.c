@@ -169,6 +169,14 @@ int iiif_jpeg_mosaic(const unsigned char *const *tiles, const size_t *sizes, int
         jpeg_read_header(s, TRUE);
         if (s->progressive_mode || s->arith_code || s->data_precision != 8)
             reject(&err, "mosaic: baseline 8-bit Huffman tiles only");
+        src_coefs[i] = jpeg_read_coefficients(s);
+        /* Compared once read: only then has libjpeg checked each component's
+         * table number and kept the table it used (quant_table); the
+         * numbers in the frame header are unchecked bytes. */
+        for (c = 0; c < s->num_components; c++) {
+            if (s->comp_info[c].quant_table == NULL)
+                reject(&err, "mosaic: a component has no quantisation table");
+        }
         if (i > 0) {
             const struct jpeg_decompress_struct *f = &src[0];
             int ok = s->image_width == f->image_width && s->image_height == f->image_height &&
@@ -178,13 +186,11 @@ int iiif_jpeg_mosaic(const unsigned char *const *tiles, const size_t *sizes, int
                 ok = s->comp_info[c].component_id == f->comp_info[c].component_id &&
                      s->comp_info[c].h_samp_factor == f->comp_info[c].h_samp_factor &&
                      s->comp_info[c].v_samp_factor == f->comp_info[c].v_samp_factor &&
-                     same_quant(s->quant_tbl_ptrs[s->comp_info[c].quant_tbl_no],
-                                f->quant_tbl_ptrs[f->comp_info[c].quant_tbl_no]);
+                     same_quant(s->comp_info[c].quant_table, f->comp_info[c].quant_table);
             }
             if (!ok)
                 reject(&err, "mosaic: tiles differ in size, components or tables");
         }
-        src_coefs[i] = jpeg_read_coefficients(s);
     }
 
     const struct jpeg_decompress_struct *f = &src[0];

@@ -289,6 +289,15 @@ def _claiming(width: int, height: int) -> bytes:
     return bytes(tile)
 
 
+def naming_table(tile: bytes, table: int) -> bytes:
+    """`tile` with its frame header naming quantisation table `table` for
+    the first component (a byte libjpeg checks only when the scan starts)."""
+    damaged = bytearray(tile)
+    sof = damaged.index(b"\xff\xc0")
+    damaged[sof + 12] = table  # marker, length, precision, size, count, id, sampling
+    return bytes(damaged)
+
+
 def _progressive() -> bytes:
     tile = source(3).crop(0, 0, 32, 32)
     return bytes(tile.jpegsave_buffer(Q=Q, subsample_mode="off", interlace=True))
@@ -351,6 +360,10 @@ BAD_INPUT: dict[str, tuple[Callable[[], ErrorCase], str]] = {
     "hostile-dimensions": (
         lambda: ([_claiming(60000, 60000)], 1, 1, (0, 0, 16, 16)),
         "[Bb]acking store",
+    ),
+    "table-number-out-of-range": (
+        lambda: ([*_grid()[:3], naming_table(_grid()[3], 255)], 2, 2, (0, 0, 16, 16)),
+        "table",
     ),
     "420-tiles-not-a-multiple-of-16": (
         lambda: (encode_tiles("420", 2, 2, 24, 24), 2, 2, (0, 0, 16, 16)),
