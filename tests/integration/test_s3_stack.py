@@ -8,12 +8,14 @@ The test functions are imported from the filesystem suites; this module's
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pyvips
 
 from tests import processes
 from tests.conformance.test_iiif_validator import test_validator
@@ -117,8 +119,31 @@ def test_s3_counters_are_exported(http: httpx.Client, stack: Stack) -> None:
             http.get("/iiif/3/sample-pyramid/256,256,256,256/128,/0/default.jpg").status_code == 200
         )
     url = stack.decoder_metrics_url
+    # The S3 counters are copied from the source by a sampler once a second
+    # (decoder/metrics.py): wait for its next round, not for luck.
+    deadline = time.monotonic() + 5
+    while metric(url, "iiif_decoder_s3_gets_total") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert metric(url, "iiif_decoder_s3_gets_total") >= 1
     assert metric(url, "iiif_decoder_s3_bytes_total") > 0
     assert metric(url, "iiif_decoder_s3_requests_total", {"method": "HEAD"}) >= 1
     assert metric(url, "iiif_decoder_block_cache_hits_total") >= 1
     assert metric(url, "iiif_decoder_decode_seconds_count", {"format": "tiff"}) >= 1
+
+
+def test_stored_tile_mosaics_are_joined_from_s3(http: httpx.Client, stack: Stack) -> None:
+    # A 512 px tile over 256 px stored tiles and a partial edge tile: joined
+    # from stored tiles read from S3 (tile reads announced to the reader),
+    # pixels as the decoded path's (PNG is never joined).
+    url = stack.decoder_metrics_url
+    joined = metric(url, "iiif_decoder_tile_mosaics_total", {"outcome": "joined"})
+    for region, size in (("0,0,512,512", "512,512"), ("1024,768,176,132", "176,132")):
+        got = http.get(f"/iiif/3/sample-pyramid/{region}/{size}/0/default.jpg")
+        want = http.get(f"/iiif/3/sample-pyramid/{region}/{size}/0/default.png")
+        assert got.status_code == want.status_code == 200
+        diff = (
+            pyvips.Image.new_from_buffer(got.content, "").cast("int")
+            - pyvips.Image.new_from_buffer(want.content, "").cast("int")
+        ).abs()
+        assert diff.avg() < 0.5  # chroma upsampling across seams only
+    assert metric(url, "iiif_decoder_tile_mosaics_total", {"outcome": "joined"}) == joined + 2
