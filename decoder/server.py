@@ -24,6 +24,7 @@ from decoder import levelcache, metrics
 from decoder.admission import Admission
 from decoder.engines.registry import registry_for
 from decoder.engines.vips import init_vips
+from decoder.native import jpeg_mosaic
 from decoder.pipeline import passthrough
 from decoder.service import ImageService, SourceLimits
 from decoder.servicer import DecoderServicer
@@ -127,6 +128,12 @@ async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
     init_vips(concurrency=settings.vips_concurrency)
     levelcache.configure(settings.level_cache_mb << 20, settings.level_cache_max_pixels)
     passthrough.configure(enabled=settings.tile_passthrough)
+    if settings.tile_passthrough and not jpeg_mosaic.available():
+        # Everything still works (mosaics decode instead), only slower: say why.
+        log.warning(
+            "decoder.native is not built: stored-tile mosaics are decoded instead",
+            fix="python -m decoder.native.build",
+        )
     provider = None
     if settings.tracing:
         from decoder.tracing import enable_tracing
