@@ -161,10 +161,7 @@ class ImageService:
         obj = await self._source.open(identifier)
         try:
             stat = obj.stat
-            if expected_version and stat.version != expected_version:
-                raise VersionMismatch(
-                    f"{identifier!r} changed: version {stat.version}, expected {expected_version}"
-                )
+            _check_version(identifier, stat, expected_version)
             info = await self._info(obj)
             if rect.level >= len(info.levels):
                 raise InvalidPlan(f"level: the image has {len(info.levels)} levels")
@@ -199,10 +196,7 @@ class ImageService:
         assert obj is not None
         stat = obj.stat
         try:
-            if expected_version and stat.version != expected_version:
-                raise VersionMismatch(
-                    f"{identifier!r} changed: version {stat.version}, expected {expected_version}"
-                )
+            _check_version(identifier, stat, expected_version)
             info = await self._info(obj)
             plan = make_plan(info)
             key = (stat.key, stat.version, plan)
@@ -291,3 +285,11 @@ class ImageService:
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
+
+
+def _check_version(identifier: str, stat: ObjectStat, expected_version: str) -> None:
+    """Raise VersionMismatch when the caller planned against another version."""
+    if expected_version and stat.version != expected_version:
+        raise VersionMismatch(
+            f"{identifier!r} changed: version {stat.version}, expected {expected_version}"
+        )

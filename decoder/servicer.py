@@ -194,8 +194,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
             try:
                 desc = await self._service.describe(request.identifier)
             except Exception as exc:
-                outcome.code = status_for(exc)
-                await _abort(context, exc, "Describe", request.identifier)
+                await _abort(context, exc, "Describe", request.identifier, outcome)
                 raise  # unreachable: abort raises
             return describe_to_proto(request.identifier, desc, self._decoder_id)
 
@@ -221,8 +220,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                 request.expected_version,
             )
         except Exception as exc:
-            outcome.code = status_for(exc)
-            await _abort(context, exc, "Render", request.identifier)
+            await _abort(context, exc, "Render", request.identifier, outcome)
             raise
         yield pb.RenderChunk(
             header=pb.RenderHeader(
@@ -248,8 +246,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                     request.identifier, rect, request.expected_version
                 )
             except Exception as exc:
-                outcome.code = status_for(exc)
-                await _abort(context, exc, "StoredTiles", request.identifier)
+                await _abort(context, exc, "StoredTiles", request.identifier, outcome)
                 raise
             for column, row, data in found.tiles:
                 yield pb.StoredTile(
@@ -289,9 +286,15 @@ def _observed(rpc: str, context: grpc.aio.ServicerContext, identifier: str) -> I
 
 
 async def _abort(
-    context: grpc.aio.ServicerContext, exc: Exception, rpc: str, identifier: str
+    context: grpc.aio.ServicerContext,
+    exc: Exception,
+    rpc: str,
+    identifier: str,
+    outcome: _Outcome,
 ) -> None:
-    code = status_for(exc)
+    """End the call with `exc`'s status (recorded in `outcome` for the log
+    and metrics); raises, as context.abort does."""
+    code = outcome.code = status_for(exc)
     if code is grpc.StatusCode.INTERNAL:
         log.exception("unexpected error", rpc=rpc, identifier=identifier)
         message = "internal error"

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from decoder.native import jpeg_mosaic
 from decoder.native.jpeg_mosaic import MosaicError
 from decoder.pipeline.passthrough import _segments
+from tests.pixels import abs_diff, load_strict
 
 Mode = Literal["grey", "444", "420"]
 # MCU side in pixels: chroma is sampled 2 x 2 in 4:2:0.
@@ -77,21 +78,9 @@ def encode_tiles(
     ]
 
 
-def load_strict(data: bytes) -> Any:
-    """Decode a JPEG the strict way: jpegload fails on any libjpeg warning."""
-    image = pyvips.Image.jpegload_buffer(data, fail=True)
-    image.avg()  # force the decode
-    return image
-
-
 def joined(tiles: list[bytes], columns: int, box: tuple[int, int, int, int]) -> Any:
     """The reference: each tile decoded alone, the mosaic of them cropped."""
     return pyvips.Image.arrayjoin([load_strict(tile) for tile in tiles], across=columns).crop(*box)
-
-
-def abs_diff(a: Any, b: Any) -> Any:
-    assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
-    return (a.cast("float") - b.cast("float")).abs()
 
 
 def frame(data: bytes) -> tuple[int, int, int]:

@@ -28,6 +28,7 @@ from decoder.pipeline.mosaic import mosaic_box
 from decoder.plan import Box, OutputFormat, Plan, Quality
 from decoder.sources.base import ByteReader
 from tests.images import make_pyramid_tiff, pattern
+from tests.pixels import load_strict, mean_abs_diff
 
 ReaderFactory = Callable[[Path], ByteReader]
 Describe = Callable[[ByteReader], ImageInfo]
@@ -57,18 +58,6 @@ def passthrough_total() -> float:
 def counters() -> tuple[float, float, float]:
     """(mosaics joined, mosaics failed, passthroughs) so far."""
     return mosaics("joined"), mosaics("failed"), passthrough_total()
-
-
-def load_strict(data: bytes) -> Any:
-    """Decode a JPEG the strict way: jpegload fails on any libjpeg warning."""
-    image = pyvips.Image.jpegload_buffer(data, fail=True)
-    image.avg()  # force the decode
-    return image
-
-
-def mean_abs_diff(a: Any, b: Any) -> float:
-    assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
-    return float((a.cast("float") - b.cast("float")).abs().avg())
 
 
 def textured(width: int, height: int) -> Any:

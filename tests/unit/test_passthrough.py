@@ -39,6 +39,7 @@ from decoder.pipeline.passthrough import (
 from decoder.plan import Box, OutputFormat, Plan, Quality
 from decoder.sources.base import ByteReader
 from tests.images import make_pyramid_tiff, make_striped_tiff, make_tiled_jp2, pattern
+from tests.pixels import load_strict, max_abs_diff, mean_abs_diff
 
 ReaderFactory = Callable[[Path], ByteReader]
 Describe = Callable[[ByteReader], ImageInfo]
@@ -85,23 +86,6 @@ class RecordingReader(CountingReader):
 
 def passthrough_total() -> float:
     return REGISTRY.get_sample_value("iiif_decoder_passthrough_total") or 0.0
-
-
-def load_strict(data: bytes) -> Any:
-    """Decode a JPEG the strict way: jpegload fails on any libjpeg warning."""
-    image = pyvips.Image.jpegload_buffer(data, fail=True)
-    image.avg()  # force the decode
-    return image
-
-
-def max_abs_diff(a: Any, b: Any) -> float:
-    assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
-    return float((a.cast("float") - b.cast("float")).abs().max())
-
-
-def mean_abs_diff(a: Any, b: Any) -> float:
-    assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
-    return float((a.cast("float") - b.cast("float")).abs().avg())
 
 
 # -- a hand-made YCbCr JPEG-in-TIFF, as libtiff/GDAL write them -------------

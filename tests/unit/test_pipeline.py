@@ -18,6 +18,7 @@ from decoder.pipeline import STEPS, choose_level, level_box, rotated_size, run_p
 from decoder.plan import ALPHA_FORMATS, Box, OutputFormat, Plan, Quality
 from decoder.sources.base import ByteReader
 from tests.images import SourceSet, make_jpeg
+from tests.pixels import mean_abs_diff
 
 ReaderFactory = Callable[[Path], ByteReader]
 Describe = Callable[[ByteReader], ImageInfo]
@@ -37,11 +38,6 @@ def make_info(width: int, height: int, downscales: tuple[int, ...]) -> ImageInfo
 
 def decode(data: bytes) -> Any:
     return pyvips.Image.new_from_buffer(data, "")
-
-
-def mean_abs_diff(a: Any, b: Any) -> float:
-    assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
-    return float((a.cast("float") - b.cast("float")).abs().avg())
 
 
 def expected_render(path: Path, plan: Plan) -> Any:

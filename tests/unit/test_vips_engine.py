@@ -13,7 +13,6 @@ import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pyvips
@@ -33,6 +32,7 @@ from decoder.engines.vips import VipsEngine
 from decoder.plan import Box
 from decoder.sources.base import ByteReader
 from tests.images import SourceSet, make_pyramid_tiff, pattern
+from tests.pixels import mean_abs_diff
 from tests.readers import BytesReader
 
 ReaderFactory = Callable[[Path], ByteReader]
@@ -43,11 +43,6 @@ Describe = Callable[[ByteReader], ImageInfo]
 # the filters differ (DWT low-pass, TIFF pyramid box filter, JPEG DCT
 # scaling), the 64-pixel checkerboard edges show it most.
 LEVEL_TOLERANCE = 6.0
-
-
-def mean_abs_diff(a: Any, b: Any) -> float:
-    assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
-    return float((a.cast("float") - b.cast("float")).abs().avg())
 
 
 def pyramid_levels(width: int, height: int, tile: int, count: int) -> tuple[Level, ...]:
