@@ -26,7 +26,7 @@ from decoder.cost import estimate_render_bytes
 from decoder.engines.base import ImageInfo, SourceFormat
 from decoder.engines.registry import EngineRegistry
 from decoder.engines.sniff import SNIFF_BYTES, sniff
-from decoder.pipeline import passthrough, run_pipeline
+from decoder.pipeline import passthrough, run_pipeline, stored_tiles
 from decoder.plan import InvalidPlan, Plan
 from decoder.sources.base import ByteReader, ObjectStat, Source, SourceObject
 
@@ -67,23 +67,29 @@ class StoredTiles:
 
 @dataclass(frozen=True, slots=True)
 class TileRect:
-    """A rectangle of one level's tile grid."""
+    """A rectangle of one level's grid of `span` x `span` groups of stored
+    tiles (span 1: the stored tiles themselves)."""
 
     level: int
     column: int
     row: int
     columns: int
     rows: int
+    span: int = 1
 
 
-# One StoredTiles call answers at most this many tiles and bytes: a bound on
-# the memory it holds, and on the caller's wait for its first tile. Below
-# gRPC's 4 MiB message limit, so a single tile always fits one message.
+# One StoredTiles call covers at most this many stored tiles and answers at
+# most this many bytes: a bound on the memory it holds, and on the caller's
+# wait for its first tile. Below gRPC's 4 MiB message limit, so a single
+# answer always fits one message.
 MAX_STORED_TILES: Final = 256
 MAX_STORED_TILE_BYTES: Final = 3 * 1024 * 1024
 # What a call may hold at once: the tiles as read (with the gaps between
-# tiles read together) and their spliced copies.
-_STORED_TILES_COST: Final = 2 * MAX_STORED_TILE_BYTES + MAX_STORED_TILES * passthrough.MAX_GAP_BYTES
+# tiles read together), their spliced copies and the answer; the working
+# memory of a group being joined is added per call.
+_STORED_TILES_COST: Final = (
+    2 * stored_tiles.READ_FACTOR + 1
+) * MAX_STORED_TILE_BYTES + MAX_STORED_TILES * passthrough.MAX_GAP_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,15 +155,22 @@ class ImageService:
     async def stored_tiles(
         self, identifier: str, rect: TileRect, expected_version: str = ""
     ) -> StoredTiles:
-        """The whole stored tiles of `rect` that can be sent as they are
-        (see passthrough.read_stored_tiles), at most MAX_STORED_TILE_BYTES.
+        """The groups of stored tiles of `rect` that can be answered without
+        decoding (see pipeline/stored_tiles.py), at most MAX_STORED_TILE_BYTES.
 
-        Raises InvalidPlan for a level or rectangle that does not exist or
-        is too large, passthrough.NoStoredTiles for a level without stored
+        Raises InvalidPlan for a level, span or rectangle that does not exist
+        or is too large, passthrough.NoStoredTiles for a level without stored
         tiles, and as render() does.
         """
-        if rect.columns < 1 or rect.rows < 1 or rect.columns * rect.rows > MAX_STORED_TILES:
-            raise InvalidPlan(f"columns, rows: from 1x1 to {MAX_STORED_TILES} tiles in all")
+        span = rect.span or 1
+        if not 1 <= span <= stored_tiles.MAX_SPAN:
+            raise InvalidPlan(f"span: from 1 to {stored_tiles.MAX_SPAN} stored tiles a side")
+        area = rect.columns * rect.rows * span * span
+        if rect.columns < 1 or rect.rows < 1 or area > MAX_STORED_TILES:
+            raise InvalidPlan(
+                f"columns, rows: from 1x1 to {MAX_STORED_TILES} stored tiles in all "
+                "(columns x rows x span x span)"
+            )
         obj = await self._source.open(identifier)
         try:
             stat = obj.stat
@@ -165,13 +178,18 @@ class ImageService:
             info = await self._info(obj)
             if rect.level >= len(info.levels):
                 raise InvalidPlan(f"level: the image has {len(info.levels)} levels")
-            async with self._admission.slot(_STORED_TILES_COST):
+            level = info.levels[rect.level]
+            cost = _STORED_TILES_COST + stored_tiles.working_bytes(
+                level.tile_width, level.tile_height, span
+            )
+            async with self._admission.slot(cost):
                 tiles = await self._run(
-                    passthrough.read_stored_tiles,
+                    stored_tiles.read_stored_tiles,
                     obj.reader,
                     info,
                     (stat.key, stat.version),
                     rect.level,
+                    span,
                     range(rect.column, rect.column + rect.columns),
                     range(rect.row, rect.row + rect.rows),
                     MAX_STORED_TILE_BYTES,

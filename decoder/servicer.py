@@ -239,7 +239,12 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
     ) -> AsyncIterator[pb.StoredTile]:
         with _observed("StoredTiles", context, request.identifier) as outcome:
             rect = TileRect(
-                request.level, request.column, request.row, request.columns, request.rows
+                request.level,
+                request.column,
+                request.row,
+                request.columns,
+                request.rows,
+                request.span,
             )
             try:
                 found = await self._service.stored_tiles(

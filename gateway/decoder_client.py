@@ -322,8 +322,9 @@ class DecoderClient:
     async def stored_tiles(
         self, identifier: str, batch: TileBatch, expected_version: str
     ) -> StoredTiles:
-        """The whole stored tiles of `batch` the decoder can send as they
-        are (others are left out: render them); raises GatewayError."""
+        """The stored tiles, or groups of them, of `batch` the decoder can
+        send without decoding (others are left out: render them); raises
+        GatewayError."""
         request = pb.StoredTilesRequest(
             identifier=identifier,
             level=batch.level,
@@ -332,6 +333,7 @@ class DecoderClient:
             columns=batch.columns,
             rows=batch.rows,
             expected_version=expected_version,
+            span=batch.span,
         )
         index = self._pick()
         found = StoredTiles(expected_version, {})

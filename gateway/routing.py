@@ -61,17 +61,26 @@ def block_of(
     if block <= 0 or not levels or width <= 0 or height <= 0:
         return None
     index = choose_level(levels, width, height, region, out_width, out_height)
-    level = levels[index]
-    x, y, w, h = region
-    # The region in the level's pixels: origin floored, far edge ceiled.
-    x0, x1 = _span(x, x + w, level.width, width)
-    y0, y1 = _span(y, y + h, level.height, height)
-    if x1 - x0 > block // 2 or y1 - y0 > block // 2:
+    x0, y0, w, h = level_box(levels[index], width, height, region)
+    x1, y1 = x0 + w, y0 + h
+    if w > block // 2 or h > block // 2:
         return None
     col, row = x0 // block, y0 // block
     if (x1 - 1) // block != col or (y1 - 1) // block != row:
         return None
     return index, col, row
+
+
+def level_box(
+    level: _Level, width: int, height: int, region: tuple[int, int, int, int]
+) -> tuple[int, int, int, int]:
+    """`region` (x, y, w, h in full-resolution pixels of a `width` x `height`
+    image) in `level`'s pixels: origin floored, far edge ceiled, clipped to
+    the level, at least 1 x 1 (decoder/pipeline/load.py's level_box)."""
+    x, y, w, h = region
+    x0, x1 = _span(x, x + w, level.width, width)
+    y0, y1 = _span(y, y + h, level.height, height)
+    return x0, y0, x1 - x0, y1 - y0
 
 
 def _span(start: int, end: int, size: int, full: int) -> tuple[int, int]:

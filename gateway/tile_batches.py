@@ -124,5 +124,10 @@ class StoredTileBatcher:
             if render is None:
                 continue  # the decoder could not send it as stored: render it
             plan = tile_plan(desc.levels, desc.width, desc.height, tile, like)
+            if stored_tile(desc.levels, desc.width, desc.height, plan) != tile:
+                # No viewer request maps onto this box exactly (a level not
+                # exactly the image over its downscale, at its edge): a
+                # render of this plan would not be these bytes.
+                continue
             canonical = canonical_path(plan, parsed, dims, limits=self._limits)
             self._cache.put((parsed.identifier, fetched.version, canonical), render)

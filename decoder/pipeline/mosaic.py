@@ -21,6 +21,8 @@ falls back to decoding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from decoder import metrics
@@ -55,6 +57,63 @@ def mosaic_box(info: ImageInfo, plan: Plan) -> tuple[int, Box] | None:
     return level, box
 
 
+@dataclass(frozen=True, slots=True)
+class TileSpan:
+    """The stored tiles under a box of one level: the first tile's column and
+    row, how many columns and rows, and the box in the mosaic's pixels."""
+
+    column: int
+    row: int
+    columns: int
+    rows: int
+    crop: tuple[int, int, int, int]
+
+    def tiles(self) -> list[tuple[int, int]]:
+        """(column, row) of each tile, row by row (the helper's order)."""
+        return [
+            (column, row)
+            for row in range(self.row, self.row + self.rows)
+            for column in range(self.column, self.column + self.columns)
+        ]
+
+
+def tile_span(tile_width: int, tile_height: int, box: Box) -> TileSpan | None:
+    """The stored tiles of `tile_width` x `tile_height` under `box` (level
+    pixels), or None when they are too many to join (the decoding path's
+    admission covers those) or the box starts off the 8 px block grid. Pure."""
+    tw, th = tile_width, tile_height
+    if tw <= 0 or th <= 0 or box.width < 1 or box.height < 1 or box.x < 0 or box.y < 0:
+        return None
+    first_column, first_row = box.x // tw, box.y // th
+    columns = (box.right - 1) // tw - first_column + 1
+    rows = (box.bottom - 1) // th - first_row + 1
+    x0, y0 = box.x - first_column * tw, box.y - first_row * th
+    if (
+        columns * rows > MAX_MOSAIC_TILES
+        or columns * rows * tw * th > MAX_MOSAIC_PIXELS
+        or x0 % _BLOCK
+        or y0 % _BLOCK
+    ):
+        return None
+    return TileSpan(first_column, first_row, columns, rows, (x0, y0, box.width, box.height))
+
+
+def join(span: TileSpan, tiles: Sequence[bytes]) -> bytes | None:
+    """One JPEG of `span`'s box from its stored tiles (stand-alone JPEGs, in
+    the order of span.tiles()), or None when they cannot be joined (counted
+    as failed, except for an origin off the tiles' MCU grid, which is a
+    request of another shape)."""
+    try:
+        data = jpeg_mosaic.mosaic(tiles, span.columns, span.rows, span.crop)
+    except jpeg_mosaic.OffMcuGrid:
+        return None  # e.g. an 8 px origin over 4:2:0 tiles: decode
+    except jpeg_mosaic.MosaicError:
+        metrics.MOSAICS.labels("failed").inc()
+        return None
+    metrics.MOSAICS.labels("joined").inc()
+    return data
+
+
 def try_mosaic(
     reader: ByteReader, info: ImageInfo, plan: Plan, cache_key: tuple[str, str] | None
 ) -> bytes | None:
@@ -75,34 +134,11 @@ def try_mosaic(
     level = index.levels[level_index] if index is not None else None
     if level is None:
         return None
-    tw, th = level.tile_width, level.tile_height
-    first_column, first_row = box.x // tw, box.y // th
-    columns = (box.right - 1) // tw - first_column + 1
-    rows = (box.bottom - 1) // th - first_row + 1
-    x0, y0 = box.x - first_column * tw, box.y - first_row * th
-    if (
-        columns * rows > MAX_MOSAIC_TILES
-        or columns * rows * tw * th > MAX_MOSAIC_PIXELS
-        or x0 % _BLOCK
-        or y0 % _BLOCK
-    ):
+    span = tile_span(level.tile_width, level.tile_height, box)
+    if span is None:
         return None
-    wanted = [
-        (column, row)
-        for row in range(first_row, first_row + rows)
-        for column in range(first_column, first_column + columns)
-    ]
+    wanted = span.tiles()
     tiles = passthrough.read_tiles(reader, level, wanted, MAX_MOSAIC_BYTES)
     if len(tiles) != len(wanted):
         return None  # a sparse or odd tile: decode
-    try:
-        data = jpeg_mosaic.mosaic(
-            [tile for _column, _row, tile in tiles], columns, rows, (x0, y0, box.width, box.height)
-        )
-    except jpeg_mosaic.OffMcuGrid:
-        return None  # e.g. an 8 px origin over 4:2:0 tiles: decode
-    except jpeg_mosaic.MosaicError:
-        metrics.MOSAICS.labels("failed").inc()
-        return None
-    metrics.MOSAICS.labels("joined").inc()
-    return data
+    return join(span, [tile for _column, _row, tile in tiles])

@@ -30,10 +30,9 @@ are) is parsed once per (source key, version) and kept in a small LRU; a
 request then reads the tile's offset and byte count (two tiny reads) and the
 tile itself.
 
-:func:`read_stored_tiles` does the same for a rectangle of a level's tiles at
-once (the StoredTiles RPC): one call and, for tiles next to each other in the
-file, one read, where a viewer's neighbouring tiles would otherwise each pay
-a round trip through both services.
+:func:`read_tiles` reads several tiles of a level at once, for a mosaic
+(mosaic.py) or a rectangle of tiles (stored_tiles.py, the StoredTiles RPC):
+tiles next to each other in the file in one read.
 """
 
 from __future__ import annotations
@@ -449,38 +448,6 @@ def stored_levels(
         level is not None and level.width >= level.tile_width and level.height >= level.tile_height
         for level in index.levels
     )
-
-
-def read_stored_tiles(
-    reader: ByteReader,
-    info: ImageInfo,
-    cache_key: tuple[str, str],
-    level_index: int,
-    columns: range,
-    rows: range,
-    max_bytes: int,
-) -> list[tuple[int, int, bytes]]:
-    """(column, row, stand-alone JPEG) for the whole stored tiles of level
-    `level_index` in `columns` x `rows` (clipped to the grid), row by row,
-    leaving out tiles that cannot be sent as stored and those past
-    `max_bytes` of answer in all. Tiles close together in the file are read
-    in one read, announced first to readers that take hints (S3: a few
-    coalesced GETs, not one per tile). Raises NoStoredTiles for a level
-    without stored JPEG tiles and the reader's errors."""
-    index = index_for(reader, info, cache_key) if _enabled else None
-    level = index.levels[level_index] if index is not None else None
-    if level is None:
-        raise NoStoredTiles(f"level {level_index} has no tiles that can be sent as stored")
-    # Only whole tiles: edge tiles are stored padded past the level.
-    across, down = level.width // level.tile_width, level.height // level.tile_height
-    wanted = [
-        (column, row)
-        for row in range(max(0, rows.start), min(down, rows.stop))
-        for column in range(max(0, columns.start), min(across, columns.stop))
-    ]
-    found = read_tiles(reader, level, wanted, max_bytes)
-    metrics.PASSTHROUGH.inc(len(found))
-    return found
 
 
 def read_tiles(

@@ -307,18 +307,25 @@ def test_describe_marks_levels_with_stored_tiles(stub: decoder_pb2_grpc.DecoderS
 
 
 @pytest.mark.parametrize(
-    ("level", "column", "row", "columns", "rows", "expected"),
+    ("level", "span", "column", "row", "columns", "rows", "expected"),
     [
         # Columns 1..4 of rows 0..1 at level 0; column 4 is the partial
-        # edge (1200 - 4 * 256 = 176 px): left out.
-        (0, 1, 0, 4, 2, [(1, 0), (2, 0), (3, 0), (1, 1), (2, 1), (3, 1)]),
-        # Level 1 is 600 x 450: row 1 is partial; the rectangle is clipped.
-        (1, 0, 0, 16, 16, [(0, 0), (1, 0)]),
+        # edge (1200 - 4 * 256 = 176 px): joined and cropped.
+        (0, 1, 1, 0, 4, 2, [(c, r) for r in range(2) for c in range(1, 5)]),
+        # Level 1 is 600 x 450: 3 x 2 tiles, edges included; the rectangle
+        # is clipped to the grid.
+        (1, 1, 0, 0, 16, 16, [(c, r) for r in range(2) for c in range(3)]),
+        # 512 px groups of 2 x 2 tiles: 3 x 2 of them on level 0, 2 x 1 on
+        # level 1; span 0 is span 1.
+        (0, 2, 0, 0, 8, 8, [(c, r) for r in range(2) for c in range(3)]),
+        (1, 2, 0, 0, 8, 8, [(0, 0), (1, 0)]),
+        (1, 0, 1, 1, 1, 1, [(1, 1)]),
     ],
 )
 def test_stored_tiles_are_what_render_returns_for_each_tile(
     stub: decoder_pb2_grpc.DecoderStub,
     level: int,
+    span: int,
     column: int,
     row: int,
     columns: int,
@@ -332,6 +339,7 @@ def test_stored_tiles_are_what_render_returns_for_each_tile(
         stub,
         identifier="sample-pyramid",
         level=level,
+        span=span,
         column=column,
         row=row,
         columns=columns,
@@ -339,27 +347,33 @@ def test_stored_tiles_are_what_render_returns_for_each_tile(
     )
 
     assert [(t.column, t.row) for t in tiles] == expected
+    d = lv.downscale
+    group_w, group_h = max(1, span) * lv.tile_width, max(1, span) * lv.tile_height
     for tile in tiles:
         assert tile.content_type == "image/jpeg"
         assert tile.version == desc.version
         assert tile.decoder_id
         assert tile.decoder_id == desc.decoder_id
+        # The group's box in the level, clipped to it.
+        x, y = tile.column * group_w, tile.row * group_h
+        w, h = min(group_w, lv.width - x), min(group_h, lv.height - y)
         # A stand-alone JPEG: strict libjpeg decodes its pixels.
         image = pyvips.Image.jpegload_buffer(tile.data, fail=True)
         image.avg()
-        assert (image.width, image.height) == (lv.tile_width, lv.tile_height)
-        # The IIIF request for exactly this tile: its box times the
-        # downscale, clipped to the image, at the tile size.
-        span_w, span_h = lv.tile_width * lv.downscale, lv.tile_height * lv.downscale
-        x, y = tile.column * span_w, tile.row * span_h
+        assert (image.width, image.height) == (w, h)
+        # The IIIF request for exactly this box: times the downscale,
+        # clipped to the image, at the box's size.
         header, data, _ = render(
             stub,
             identifier="sample-pyramid",
             region=pb.Region(
-                x=x, y=y, width=min(span_w, desc.width - x), height=min(span_h, desc.height - y)
+                x=x * d,
+                y=y * d,
+                width=min(group_w * d, desc.width - x * d),
+                height=min(group_h * d, desc.height - y * d),
             ),
-            width=lv.tile_width,
-            height=lv.tile_height,
+            width=w,
+            height=h,
             format=pb.OUTPUT_FORMAT_JPEG,
         )
         assert header.content_type == tile.content_type
@@ -368,7 +382,7 @@ def test_stored_tiles_are_what_render_returns_for_each_tile(
 
 def test_stored_tiles_with_the_current_version(stub: decoder_pb2_grpc.DecoderStub) -> None:
     desc = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
-    # 16 x 16 is the largest rectangle; clipped to level 0's 4 x 3 whole tiles.
+    # 16 x 16 is the largest rectangle; clipped to level 0's 5 x 4 tiles.
     tiles = stored_tiles(
         stub,
         identifier="sample-pyramid",
@@ -376,16 +390,17 @@ def test_stored_tiles_with_the_current_version(stub: decoder_pb2_grpc.DecoderStu
         rows=16,
         expected_version=desc.version,
     )
-    assert [(t.column, t.row) for t in tiles] == [(c, r) for r in range(3) for c in range(4)]
+    assert [(t.column, t.row) for t in tiles] == [(c, r) for r in range(4) for c in range(5)]
     assert len({t.data for t in tiles}) == len(tiles)
 
 
 def test_stored_tiles_level_just_past_the_last(stub: decoder_pb2_grpc.DecoderStub) -> None:
     desc = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
     last = len(desc.levels) - 1
-    # The smallest level exists (no whole tile in it, so no answer); the
-    # one after it does not.
-    assert stored_tiles(stub, identifier="sample-pyramid", level=last, columns=1, rows=1) == []
+    # The smallest level exists (its one tile, cropped); the one after it does not.
+    (smallest,) = stored_tiles(stub, identifier="sample-pyramid", level=last, columns=1, rows=1)
+    image = pyvips.Image.jpegload_buffer(smallest.data, fail=True)
+    assert (image.width, image.height) == (desc.levels[last].width, desc.levels[last].height)
     err = rpc_error(
         lambda: stored_tiles(stub, identifier="sample-pyramid", level=last + 1, columns=1, rows=1)
     )
@@ -407,6 +422,11 @@ def test_stored_tiles_level_just_past_the_last(stub: decoder_pb2_grpc.DecoderStu
             {"identifier": "sample-pyramid", "columns": 257, "rows": 1},
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
+        (
+            {"identifier": "sample-pyramid", "columns": 8, "rows": 9, "span": 2},
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        ({"identifier": "sample-pyramid", "span": 5}, grpc.StatusCode.INVALID_ARGUMENT),
         ({"identifier": "sample-tiled"}, grpc.StatusCode.FAILED_PRECONDITION),
         ({"identifier": "sample-photo"}, grpc.StatusCode.FAILED_PRECONDITION),
         (
@@ -421,6 +441,8 @@ def test_stored_tiles_level_just_past_the_last(stub: decoder_pb2_grpc.DecoderStu
         "no-rows",
         "272-tiles",
         "257-tiles",
+        "288-tiles-in-groups",
+        "span-5",
         "jp2",
         "jpeg",
         "stale-version",

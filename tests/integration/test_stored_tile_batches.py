@@ -328,55 +328,69 @@ def test_a_burst_for_a_new_image_describes_it_once(stacks: Stacks) -> None:
     assert described() - before == 1
 
 
-def test_edge_tiles_are_rendered_not_batched(stacks: Stacks) -> None:
+def group_path(identifier: str, scale: int, column: int, row: int, side: int) -> str:
+    """A viewer's request (Image API 3) for its tile (column, row) of `side`
+    px at scale factor `scale`, as tile_path does for the stored size."""
+    span = side * scale
+    x, y = column * span, row * span
+    w, h = min(span, WIDTH - x), min(span, HEIGHT - y)
+    out_w, out_h = math.ceil(w / scale), math.ceil(h / scale)
+    return f"/iiif/3/{identifier}/{x},{y},{w},{h}/{out_w},{out_h}/0/default.jpg"
+
+
+def test_edge_tiles_and_larger_tiles_are_fetched_alone(stacks: Stacks) -> None:
+    """Edge tiles and groups of stored tiles cost the decoder a mosaic each,
+    so they come one a call, through StoredTiles (not rendered)."""
     identifier = "batch-edges"
-    # Partial tiles as a viewer asks for them: the right column, the bottom
-    # row, the corner, at level 0 and level 1, and level 3's only tile (the
-    # whole image, 137 x 112).
+    # Partial tiles of level 0 as a viewer asks for them: the right column
+    # (76 px wide) and the corner (76 x 4); stored padded past the image,
+    # the decoder joins and crops them.
     edges = [
         tile_path("3", identifier, 1, 8, 0),
         tile_path("3", identifier, 1, 8, 3),
         tile_path("3", identifier, 1, 0, 7),
         tile_path("3", identifier, 1, 8, 7),
-        tile_path("2", identifier, 1, 8, 2),
-        tile_path("3", identifier, 2, 4, 0),
-        tile_path("3", identifier, 2, 0, 3),
+    ]
+    # Not stored tiles: level 3 (137 x 112, smaller than one tile), an edge
+    # at the full tile size (the padding is not the image), an upscale.
+    rendered = [
         tile_path("3", identifier, 8, 0, 0),
-        # Not as a viewer asks, but at the tile's size: still not a stored
-        # tile (stored padded past the image).
         f"/iiif/2/{identifier}/1024,0,76,128/128,128/0/default.jpg",
         f"/iiif/3/{identifier}/0,896,128,4/^128,128/0/default.jpg",
     ]
-    # The last square of whole tiles (columns 4-7, rows 4-6) and the partial
-    # tiles next to it.
+    # 256 px tiles over the 128 px stored ones: groups of 2 x 2 stored
+    # tiles, 5 x 4 of them at level 0 (edges included), and level 1's 3 x 2.
+    groups = [group_path(identifier, 1, c, r, 2 * TILE) for r in range(4) for c in range(5)]
+    level1 = [group_path(identifier, 2, c, r, 2 * TILE) for r in range(2) for c in range(3)]
+    # The last square of whole tiles (columns 4-7, rows 4-6) is still one batch.
     square = [tile_path("3", identifier, 1, c, r) for r in range(4, 7) for c in range(4, 8)]
-    beside = [tile_path("3", identifier, 1, 8, 5), tile_path("3", identifier, 1, 5, 7)]
-    expected = references(stacks, [*edges, *square, *beside])
+    expected = references(stacks, [*edges, *rendered, *groups, *level1, *square])
+    assert decoded_size(expected[edges[0]]) == (WIDTH - 8 * TILE, TILE)
+    assert decoded_size(expected[edges[-1]]) == (WIDTH - 8 * TILE, HEIGHT - 7 * TILE)
+    assert decoded_size(expected[groups[0]]) == (2 * TILE, 2 * TILE)
+    assert decoded_size(expected[groups[-1]]) == (WIDTH - 8 * TILE, HEIGHT - 6 * TILE)
 
     before = counters(stacks)
-    for path in edges:
+    for path in [*edges, *groups, *level1]:
         assert get(stacks.http, stacks.batched, path) == expected[path], path
-    assert decoded_size(expected[edges[0]]) == (WIDTH - 8 * TILE, TILE)
+    alone = len(edges) + len(groups) + len(level1)
     assert deltas(stacks, before) == {
         **dict.fromkeys(_COUNTERS, 0),
-        "cache_misses": len(edges),
-        "render_rpcs": len(edges),
+        "batches_ok": alone,
+        "stored_tiles_rpcs": alone,
+        "cache_misses": alone,
     }
 
     before = counters(stacks)
-    # A whole tile of the square's last row: the batch is clipped to the
-    # whole tiles, 4 x 3.
-    first = tile_path("3", identifier, 1, 6, 6)
-    assert get(stacks.http, stacks.batched, first) == expected[first]
-    for path in [*square, *beside]:
+    for path in [*rendered, *square]:
         assert get(stacks.http, stacks.batched, path) == expected[path], path
     assert deltas(stacks, before) == {
         **dict.fromkeys(_COUNTERS, 0),
         "batches_ok": 1,
         "stored_tiles_rpcs": 1,
-        "cache_misses": 1 + len(beside),
-        "cache_hits": len(square),
-        "render_rpcs": len(beside),
+        "cache_misses": len(rendered) + 1,
+        "cache_hits": len(square) - 1,
+        "render_rpcs": len(rendered),
     }
 
 
@@ -393,7 +407,7 @@ def test_requests_that_are_not_stored_tiles_fetch_no_batch(stacks: Stacks) -> No
         # Near misses: shifted, scaled, not the tile's size.
         f"{base}/64,0,128,128/128,128/0/default.jpg",
         f"{base}/0,0,128,128/64,64/0/default.jpg",
-        f"{base}/0,0,256,256/256,256/0/default.jpg",
+        f"{base}/128,0,256,256/256,256/0/default.jpg",
         f"{base}/full/max/0/default.jpg",
         # A tile of a JPEG 2000 image: nothing stored to send.
         f"/iiif/3/{JP2_ID}/0,0,256,256/256,256/0/default.jpg",

@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY
 from decoder import levelcache
 from decoder.engines.base import ImageInfo
 from decoder.engines.vips import VipsEngine
-from decoder.pipeline import passthrough, run_pipeline
+from decoder.pipeline import passthrough, run_pipeline, stored_tiles
 from decoder.pipeline.passthrough import (
     ADOBE_APP14_RGB,
     JFIF_APP0,
@@ -427,7 +427,7 @@ def test_splice_refuses_incomplete_or_non_baseline_tiles(
     assert splice(b"\xff\xd8" + JFIF_APP0 + tile[2:], level) is None  # own colour marker
 
 
-# -- several stored tiles at once (read_stored_tiles) ------------------------------
+# -- several stored tiles at once (stored_tiles.read_stored_tiles, span 1) ---------
 
 
 def jpeg_level(reader: ByteReader, info: ImageInfo, level: int) -> JpegLevel:
@@ -453,7 +453,7 @@ def read_level(
     rows: range,
     max_bytes: int = 1 << 30,
 ) -> list[tuple[int, int, bytes]]:
-    return passthrough.read_stored_tiles(reader, info, KEY, level, columns, rows, max_bytes)
+    return stored_tiles.read_stored_tiles(reader, info, KEY, level, 1, columns, rows, max_bytes)
 
 
 @pytest.mark.parametrize(
@@ -480,7 +480,8 @@ def test_stored_tiles_are_the_passthrough_bytes_row_by_row(
     reader = reader_for(images[name])
     info = describe(reader)
     lvl = info.levels[level]
-    # The whole grid, edge tiles included: those must be left out.
+    # The whole grid, edge tiles included (joined and cropped: see
+    # test_stored_tiles.py); the whole tiles are sent as stored.
     grid = (
         range(-(-lvl.width // lvl.tile_width)),
         range(-(-lvl.height // lvl.tile_height)),
@@ -489,10 +490,11 @@ def test_stored_tiles_are_the_passthrough_bytes_row_by_row(
 
     found = read_level(reader, info, level, *grid)
 
-    assert passthrough_total() == before + len(found)
-    assert [(c, r) for c, r, _ in found] == whole_tiles(info, level)
-    assert found, "the level has whole tiles"
-    for column, row, data in found:
+    assert [(c, r) for c, r, _ in found] == [(c, r) for r in grid[1] for c in grid[0]]
+    whole = [(c, r, data) for c, r, data in found if (c, r) in set(whole_tiles(info, level))]
+    assert whole, "the level has whole tiles"
+    assert passthrough_total() == before + len(whole)
+    for column, row, data in whole:
         # Byte for byte what a render of exactly that tile answers, as a
         # IIIF client derives its region (see tile_plan).
         plan = tile_plan(info, level, column, row)
@@ -500,25 +502,6 @@ def test_stored_tiles_are_the_passthrough_bytes_row_by_row(
         # ... and a stand-alone JPEG of exactly libtiff's pixels of that tile.
         image = load_strict(data)
         assert max_abs_diff(image, stored_tile(engine, reader, info, level, column, row)) == 0
-
-
-def test_partial_edge_tiles_are_left_out(
-    images: dict[str, Path], reader_for: ReaderFactory, describe: Describe
-) -> None:
-    # Level 0 of 1001 x 777 in 128 px tiles: 8 x 7 tiles, of which column 7
-    # (105 px wide) and row 6 (9 px high) are stored padded past the level.
-    reader = reader_for(images["odd"])
-    info = describe(reader)
-
-    found = read_level(reader, info, 0, range(5, 8), range(4, 7))
-
-    assert [(c, r) for c, r, _ in found] == [(5, 4), (6, 4), (5, 5), (6, 5)]
-    assert read_level(reader, info, 0, range(7, 8), range(7)) == []
-    assert read_level(reader, info, 0, range(8), range(6, 7)) == []
-    # A level smaller than one tile has no whole tile at all.
-    smallest = len(info.levels) - 1
-    assert info.levels[smallest].width < info.levels[smallest].tile_width
-    assert read_level(reader, info, smallest, range(4), range(4)) == []
 
 
 def test_the_rectangle_is_clipped_to_the_grid(

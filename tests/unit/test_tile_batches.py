@@ -195,7 +195,8 @@ def test_plans_that_are_not_stored_tiles_make_no_call(cache: RenderCache) -> Non
             "img/0,0,256,256/256,256/0/default.png",
             "img/0,0,256,256/256,256/90/default.jpg",
             "img/0,0,256,256/128,128/0/default.jpg",
-            "img/full/max/0/default.jpg",
+            "img/full/1000,/0/default.jpg",
+            "img/0,0,512,512/512,512/0/gray.jpg",
         ):
             assert (
                 await tiles.fetch(

@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 
 from decoder.engines.base import ImageInfo, SourceFormat
 from decoder.engines.base import Level as DecoderLevel
+from decoder.pipeline.mosaic import mosaic_box, tile_span
 from decoder.pipeline.passthrough import tile_for
+from decoder.pipeline.stored_tiles import MAX_SPAN, group_box
 from decoder.plan import Box, OutputFormat, Plan, Quality
+from gateway import tile_grid
 from gateway.decoder_client import Level
 from gateway.iiif.types import PixelBox, RenderPlan
 from gateway.iiif.types import Quality as IIIFQuality
@@ -20,6 +23,7 @@ from gateway.tile_grid import (
     TileBatch,
     TileRef,
     batch_around,
+    group_grid,
     sends_stored_bytes,
     stored_tile,
     tile_plan,
@@ -166,7 +170,11 @@ def requests(draw: st.DrawFn) -> tuple[Pyramid, RenderPlan]:
     if across == 0 or down == 0 or draw(st.integers(0, 4)) == 0:
         across = math.ceil(pyramid.width / (level.tile_width * d))
         down = math.ceil(pyramid.height / (level.tile_height * d))
-    tile = TileRef(index, draw(st.integers(0, across - 1)), draw(st.integers(0, down - 1)))
+    # Or a group of stored tiles (a viewer's tile of twice the size, ...).
+    span = draw(st.sampled_from((1, 1, 1, 2, 2, 3, 4)))
+    if span > 1:
+        across, down = group_grid(level, span)
+    tile = TileRef(index, draw(st.integers(0, across - 1)), draw(st.integers(0, down - 1)), span)
     plan = tile_plan(pyramid.levels, pyramid.width, pyramid.height, tile, like)
     if kind == "near":
         c = plan.crop
@@ -180,6 +188,28 @@ def requests(draw: st.DrawFn) -> tuple[Pyramid, RenderPlan]:
     return pyramid, plan
 
 
+def assert_decoder_sends(pyramid: Pyramid, plan: RenderPlan, got: TileRef) -> None:
+    """The decoder's Render of `plan` sends what its StoredTiles sends for
+    `got`: that stored tile as it is (span 1, a whole tile), else the stored
+    tiles under the same box joined (decoder/pipeline/__init__.py tries
+    passthrough first, then a mosaic). Levels marked stored are the ones
+    whose tiles the decoder can send as stored."""
+    level = pyramid.levels[got.level]
+    assert level.stored_tiles
+    assert 1 <= got.span <= MAX_SPAN
+    box = group_box(pyramid.info.levels[got.level], got.span, got.column, got.row)
+    assert box is not None, "inside the grid of groups"
+    whole = got.span == 1 and (box.width, box.height) == (level.tile_width, level.tile_height)
+    target = tile_for(pyramid.info, decoder_plan(plan))
+    if whole:
+        assert target == (got.level, got.column, got.row)
+        return
+    # Not a whole stored tile for Render either: it joins the same box.
+    assert target is None or not pyramid.levels[target[0]].stored_tiles
+    assert mosaic_box(pyramid.info, decoder_plan(plan)) == (got.level, box)
+    assert tile_span(level.tile_width, level.tile_height, box) is not None
+
+
 @settings(max_examples=400, deadline=None)
 @given(requests())
 def test_the_gateway_names_the_stored_tile_the_decoder_sends(
@@ -187,15 +217,14 @@ def test_the_gateway_names_the_stored_tile_the_decoder_sends(
 ) -> None:
     pyramid, plan = request
     got = stored_tile(pyramid.levels, pyramid.width, pyramid.height, plan)
-    event("stored tile" if got is not None else "not a stored tile")
+    event("not a stored tile" if got is None else f"span {got.span}")
     if got is None:
         return
-    assert tile_for(pyramid.info, decoder_plan(plan)) == (got.level, got.column, got.row)
-    level = pyramid.levels[got.level]
-    assert level.stored_tiles
-    across, down = whole_tiles(level)
-    assert 0 <= got.column < across
-    assert 0 <= got.row < down
+    assert_decoder_sends(pyramid, plan, got)
+
+
+def test_the_gateway_asks_for_groups_the_decoder_joins() -> None:
+    assert tile_grid.MAX_SPAN == MAX_SPAN
 
 
 def pyramid_of(width: int, height: int, sizes: list[tuple[int, int]], tile: int) -> Pyramid:
@@ -230,6 +259,53 @@ def test_every_whole_stored_tile_is_found_from_its_viewer_request(
                 assert tile_for(pyramid.info, decoder_plan(plan)) == (index, column, row)
 
 
+@settings(max_examples=150, deadline=None)
+@given(pyramids(max_side=3000), st.integers(1, MAX_SPAN))
+@example(pyramid_of(1023, 1023, [(1023, 1023), (512, 512), (256, 256)], 256), 2)
+def test_groups_found_from_their_viewer_request_are_what_render_sends(
+    pyramid: Pyramid, span: int
+) -> None:
+    # Every group of the grid, edge groups included: where the viewer's
+    # request for it maps back to it, Render sends the same box.
+    found = 0
+    for index, level in enumerate(pyramid.levels):
+        across, down = group_grid(level, span)
+        if not level.stored_tiles or across * down > 400:
+            continue
+        for row in range(down):
+            for column in range(across):
+                tile = TileRef(index, column, row, span)
+                plan = tile_plan(pyramid.levels, pyramid.width, pyramid.height, tile, JPEG_TILE)
+                got = stored_tile(pyramid.levels, pyramid.width, pyramid.height, plan)
+                if got is None:
+                    continue
+                # Whatever the request is named as (the same box at another
+                # level of the same size, an edge group as span 1), the
+                # decoder sends the same for it; the batcher keeps only
+                # tiles named as themselves.
+                assert_decoder_sends(pyramid, plan, got)
+                found += got == tile
+    event(f"groups found: {min(found, 10)}")
+
+
+def test_groups_of_a_libvips_pyramid_map_back() -> None:
+    # 6000 x 8000 as libvips writes it (levels floored), 256 px tiles: every
+    # 512 px viewer tile, edges included, is a group of the level it is at.
+    sizes = [(6000, 8000), (3000, 4000), (1500, 2000), (750, 1000), (375, 500)]
+    pyramid = pyramid_of(6000, 8000, sizes, 256)
+    for index, level in enumerate(pyramid.levels):
+        across, down = group_grid(level, 2)
+        for row in range(down):
+            for column in range(across):
+                tile = TileRef(index, column, row, 2)
+                plan = tile_plan(pyramid.levels, 6000, 8000, tile, JPEG_TILE)
+                got = stored_tile(pyramid.levels, 6000, 8000, plan)
+                assert got is not None, tile
+                assert_decoder_sends(pyramid, plan, got)
+                if (plan.width, plan.height) != (level.tile_width, level.tile_height):
+                    assert got == tile
+
+
 def test_viewer_tile_requests_of_a_real_pyramid() -> None:
     # 1100 x 900 in 128 px tiles, levels as libvips writes them (floored).
     sizes = [(1100, 900), (550, 450), (275, 225), (137, 112)]
@@ -241,18 +317,28 @@ def test_viewer_tile_requests_of_a_real_pyramid() -> None:
     assert stored_tile(levels, 1100, 900, plan(384, 256, 128, 128, 128, 128)) == TileRef(0, 3, 2)
     assert stored_tile(levels, 1100, 900, plan(256, 512, 256, 256, 128, 128)) == TileRef(1, 1, 2)
     assert stored_tile(levels, 1100, 900, plan(512, 0, 512, 512, 128, 128)) == TileRef(2, 1, 0)
-    # Edge tiles are stored padded: never sent as stored.
-    assert stored_tile(levels, 1100, 900, plan(1024, 0, 76, 128, 76, 128)) is None
+    # Edge tiles (stored padded) at the size they have in the level: joined
+    # and cropped; at the full tile size they are not the image.
+    assert stored_tile(levels, 1100, 900, plan(1024, 0, 76, 128, 76, 128)) == TileRef(0, 8, 0)
     assert stored_tile(levels, 1100, 900, plan(1024, 0, 76, 128, 128, 128)) is None
-    assert stored_tile(levels, 1100, 900, plan(0, 896, 128, 4, 128, 4)) is None
-    # Near misses: shifted, another size, another output.
+    assert stored_tile(levels, 1100, 900, plan(0, 896, 128, 4, 128, 4)) == TileRef(0, 0, 7)
+    # 256 px viewer tiles: groups of 2 x 2 stored tiles, edges included.
+    assert stored_tile(levels, 1100, 900, plan(0, 0, 256, 256, 256, 256)) == TileRef(0, 0, 0, 2)
+    assert stored_tile(levels, 1100, 900, plan(512, 0, 512, 512, 256, 256)) == TileRef(1, 1, 0, 2)
+    assert stored_tile(levels, 1100, 900, plan(1024, 0, 76, 512, 38, 256)) == TileRef(1, 2, 0, 2)
+    assert stored_tile(levels, 1100, 900, plan(1024, 768, 76, 132, 76, 132)) == TileRef(0, 4, 3, 2)
+    # Near misses: shifted, another size, another output, off the group grid.
     assert stored_tile(levels, 1100, 900, plan(64, 0, 128, 128, 128, 128)) is None
     assert stored_tile(levels, 1100, 900, plan(0, 0, 128, 127, 128, 128)) is None
     assert stored_tile(levels, 1100, 900, plan(0, 0, 128, 128, 64, 64)) is None
-    assert stored_tile(levels, 1100, 900, plan(0, 0, 256, 256, 256, 256)) is None
+    assert stored_tile(levels, 1100, 900, plan(128, 0, 256, 256, 256, 256)) is None
+    assert stored_tile(levels, 1100, 900, plan(0, 0, 256, 128, 256, 128)) is None
+    # More than 4 x 4 stored tiles: rendered.
+    assert stored_tile(levels, 1100, 900, plan(0, 0, 640, 640, 640, 640)) is None
     # A level without stored tiles is never named.
     unstored = (levels[0], replace(levels[1], stored_tiles=False), *levels[2:])
     assert stored_tile(unstored, 1100, 900, plan(256, 512, 256, 256, 128, 128)) is None
+    assert stored_tile(unstored, 1100, 900, plan(512, 0, 512, 512, 256, 256)) is None
 
 
 # -- batches --------------------------------------------------------------------
@@ -260,16 +346,17 @@ def test_viewer_tile_requests_of_a_real_pyramid() -> None:
 
 @st.composite
 def batch_cases(draw: st.DrawFn) -> tuple[tuple[Level, ...], TileRef, int]:
-    """A level with at least one whole tile (among others), one of its whole tiles, a side."""
+    """A level (among others), one of its groups of a span, a side."""
     tw, th = draw(st.sampled_from(TILE_SIDES)), draw(st.sampled_from(TILE_SIDES))
-    width = draw(st.integers(tw, 40 * tw))
-    height = draw(st.integers(th, 40 * th))
+    width = draw(st.integers(1, 40 * tw))
+    height = draw(st.integers(1, 40 * th))
     index = draw(st.integers(0, 3))
     d = 2**index
     others = [Level(width * d // 2**k, height * d // 2**k, 2**k, tw, th, True) for k in range(4)]
     levels = (*others[:index], Level(width, height, d, tw, th, True), *others[index + 1 :])
-    across, down = width // tw, height // th
-    tile = TileRef(index, draw(st.integers(0, across - 1)), draw(st.integers(0, down - 1)))
+    span = draw(st.integers(1, MAX_SPAN))
+    across, down = group_grid(levels[index], span)
+    tile = TileRef(index, draw(st.integers(0, across - 1)), draw(st.integers(0, down - 1)), span)
     return levels, tile, draw(st.integers(1, 16))
 
 
@@ -281,7 +368,11 @@ def test_batch_around_is_the_aligned_square_holding_the_tile(
     levels, tile, side = case
     batch = batch_around(levels, tile, side)
     across, down = whole_tiles(levels[tile.level])
-    assert batch.level == tile.level
+    if tile.span > 1 or tile.column >= across or tile.row >= down:
+        # A group or an edge tile: a mosaic each, so only the one asked for.
+        assert batch == TileBatch(tile.level, tile.column, tile.row, 1, 1, tile.span)
+        return
+    assert (batch.level, batch.span) == (tile.level, 1)
     # Aligned: every tile of a square names the same batch.
     assert batch.column % side == 0
     assert batch.row % side == 0
@@ -302,26 +393,30 @@ def test_batch_around_is_the_aligned_square_holding_the_tile(
 
 
 def test_batch_tiles_run_row_by_row() -> None:
-    batch = TileBatch(level=2, column=4, row=8, columns=3, rows=2)
+    batch = TileBatch(level=2, column=4, row=8, columns=3, rows=2, span=2)
     assert list(batch.tiles()) == [
-        TileRef(2, 4, 8),
-        TileRef(2, 5, 8),
-        TileRef(2, 6, 8),
-        TileRef(2, 4, 9),
-        TileRef(2, 5, 9),
-        TileRef(2, 6, 9),
+        TileRef(2, 4, 8, 2),
+        TileRef(2, 5, 8, 2),
+        TileRef(2, 6, 8, 2),
+        TileRef(2, 4, 9, 2),
+        TileRef(2, 5, 9, 2),
+        TileRef(2, 6, 9, 2),
     ]
 
 
 def test_batch_around_clips_at_the_grid_edge() -> None:
-    # 1100 x 900 in 128 px tiles: 8 x 7 whole tiles (a partial column and row
-    # past them are never in a batch).
+    # 1100 x 900 in 128 px tiles: 8 x 7 whole tiles, and a partial column
+    # and row past them.
     levels = (Level(1100, 900, 1, 128, 128, True),)
     assert batch_around(levels, TileRef(0, 1, 2), 4) == TileBatch(0, 0, 0, 4, 4)
     assert batch_around(levels, TileRef(0, 7, 6), 4) == TileBatch(0, 4, 4, 4, 3)
     assert batch_around(levels, TileRef(0, 5, 3), 3) == TileBatch(0, 3, 3, 3, 3)
     assert batch_around(levels, TileRef(0, 7, 6), 3) == TileBatch(0, 6, 6, 2, 1)
     assert batch_around(levels, TileRef(0, 7, 6), 1) == TileBatch(0, 7, 6, 1, 1)
+    # Edge tiles and groups come alone.
+    assert batch_around(levels, TileRef(0, 8, 2), 4) == TileBatch(0, 8, 2, 1, 1)
+    assert batch_around(levels, TileRef(0, 3, 7), 4) == TileBatch(0, 3, 7, 1, 1)
+    assert batch_around(levels, TileRef(0, 1, 1, 2), 4) == TileBatch(0, 1, 1, 1, 1, 2)
 
 
 # -- what keeps a stored tile's bytes -------------------------------------------

@@ -409,18 +409,21 @@ class StoredTilesRequest(_message.Message):
     COLUMNS_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    SPAN_FIELD_NUMBER: _builtins.int
     identifier: _builtins.str
     level: _builtins.int
     """Index into DescribeResponse.levels."""
     column: _builtins.int
-    """The first tile's column and row in the level's tile grid, and how many
-    columns and rows (each at least 1) from there.
+    """The first group's column and row in the level's grid of groups, and
+    how many columns and rows (each at least 1) from there.
     """
     row: _builtins.int
     columns: _builtins.int
     rows: _builtins.int
     expected_version: _builtins.str
     """As in RenderRequest: ABORTED unless the source still has this version."""
+    span: _builtins.int
+    """Stored tiles per side of a group, 1 to 4; 0 means 1 (the stored grid)."""
     def __init__(
         self,
         *,
@@ -431,10 +434,11 @@ class StoredTilesRequest(_message.Message):
         columns: _builtins.int = ...,
         rows: _builtins.int = ...,
         expected_version: _builtins.str = ...,
+        span: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "columns", b"columns", "expected_version", b"expected_version", "identifier", b"identifier", "level", b"level", "row", b"row", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "columns", b"columns", "expected_version", b"expected_version", "identifier", b"identifier", "level", b"level", "row", b"row", "rows", b"rows", "span", b"span"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -451,6 +455,7 @@ class StoredTile(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     DECODER_ID_FIELD_NUMBER: _builtins.int
     column: _builtins.int
+    """The group's place in the grid of groups of the request's span."""
     row: _builtins.int
     content_type: _builtins.str
     """MIME type of `data`, e.g. "image/jpeg"."""

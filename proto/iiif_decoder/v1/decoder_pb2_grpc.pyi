@@ -51,21 +51,27 @@ class DecoderStub:
     RESOURCE_EXHAUSTED (over capacity; retry later).
     """
     StoredTiles: _grpc.UnaryStreamMultiCallable[_decoder_pb2.StoredTilesRequest, _decoder_pb2.StoredTile]
-    """StoredTiles sends whole tiles of one resolution level as the source
-    stores them, without decoding: for a tiled TIFF with JPEG tiles, each
-    tile's JPEG with the level's shared tables spliced in, a stand-alone
-    JPEG file. Each is the very bytes Render returns for exactly that tile
-    (region = the tile's box times the level's downscale, clipped to the
-    image; size = the tile size; JPEG, colour, no rotation or mirror), so
-    a caller fetching a viewer's neighbouring tiles pays one call, not one
-    each. Only levels with ResolutionLevel.stored_tiles set qualify.
+    """StoredTiles sends tiles of one resolution level without decoding them,
+    as the source stores them: for a tiled TIFF with JPEG tiles, each tile's
+    JPEG with the level's shared tables spliced in, a stand-alone JPEG file.
+    Each answer is the very bytes Render returns for its box (region = the
+    box times the level's downscale, clipped to the image; size = the box;
+    JPEG, colour, no rotation or mirror), so a caller fetching a viewer's
+    neighbouring tiles pays one call, not one each. Only levels with
+    ResolutionLevel.stored_tiles set qualify.
 
-    Asks for a rectangle of the level's tile grid, clipped to the grid (at
-    most 256 tiles); answers one StoredTile per tile, row by row. Tiles that
-    cannot be sent as stored are left out, and so are tiles past 3 MiB of
-    answer in all: render those. Edge tiles that extend past the level are
-    stored padded, so they are always left out. Errors as for Render;
-    FAILED_PRECONDITION for a level without stored tiles.
+    With span N above 1, each answer is a group of N x N stored tiles
+    joined into one JPEG from their DCT coefficients (not decoded, not
+    quantised again): the tiles of a viewer asking for tiles N times the
+    stored size. Tiles and groups at the right and bottom edges of the
+    level, stored padded past it, are joined the same way and cropped to
+    the level.
+
+    Asks for a rectangle of the level's grid of groups, clipped to the grid
+    (at most 256 stored tiles under it); answers one StoredTile per group,
+    row by row. Groups that cannot be sent without decoding are left out,
+    and so are those past 3 MiB of answer in all: render those. Errors as
+    for Render; FAILED_PRECONDITION for a level without stored tiles.
     """
 
 @_typing.type_check_only
@@ -87,21 +93,27 @@ class DecoderAsyncStub(DecoderStub):
     RESOURCE_EXHAUSTED (over capacity; retry later).
     """
     StoredTiles: _aio.UnaryStreamMultiCallable[_decoder_pb2.StoredTilesRequest, _decoder_pb2.StoredTile]  # type: ignore[assignment]
-    """StoredTiles sends whole tiles of one resolution level as the source
-    stores them, without decoding: for a tiled TIFF with JPEG tiles, each
-    tile's JPEG with the level's shared tables spliced in, a stand-alone
-    JPEG file. Each is the very bytes Render returns for exactly that tile
-    (region = the tile's box times the level's downscale, clipped to the
-    image; size = the tile size; JPEG, colour, no rotation or mirror), so
-    a caller fetching a viewer's neighbouring tiles pays one call, not one
-    each. Only levels with ResolutionLevel.stored_tiles set qualify.
+    """StoredTiles sends tiles of one resolution level without decoding them,
+    as the source stores them: for a tiled TIFF with JPEG tiles, each tile's
+    JPEG with the level's shared tables spliced in, a stand-alone JPEG file.
+    Each answer is the very bytes Render returns for its box (region = the
+    box times the level's downscale, clipped to the image; size = the box;
+    JPEG, colour, no rotation or mirror), so a caller fetching a viewer's
+    neighbouring tiles pays one call, not one each. Only levels with
+    ResolutionLevel.stored_tiles set qualify.
 
-    Asks for a rectangle of the level's tile grid, clipped to the grid (at
-    most 256 tiles); answers one StoredTile per tile, row by row. Tiles that
-    cannot be sent as stored are left out, and so are tiles past 3 MiB of
-    answer in all: render those. Edge tiles that extend past the level are
-    stored padded, so they are always left out. Errors as for Render;
-    FAILED_PRECONDITION for a level without stored tiles.
+    With span N above 1, each answer is a group of N x N stored tiles
+    joined into one JPEG from their DCT coefficients (not decoded, not
+    quantised again): the tiles of a viewer asking for tiles N times the
+    stored size. Tiles and groups at the right and bottom edges of the
+    level, stored padded past it, are joined the same way and cropped to
+    the level.
+
+    Asks for a rectangle of the level's grid of groups, clipped to the grid
+    (at most 256 stored tiles under it); answers one StoredTile per group,
+    row by row. Groups that cannot be sent without decoding are left out,
+    and so are those past 3 MiB of answer in all: render those. Errors as
+    for Render; FAILED_PRECONDITION for a level without stored tiles.
     """
 
 class DecoderServicer(metaclass=_abc_1.ABCMeta):
@@ -138,21 +150,27 @@ class DecoderServicer(metaclass=_abc_1.ABCMeta):
         request: _decoder_pb2.StoredTilesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_decoder_pb2.StoredTile], _abc.AsyncIterator[_decoder_pb2.StoredTile]]:
-        """StoredTiles sends whole tiles of one resolution level as the source
-        stores them, without decoding: for a tiled TIFF with JPEG tiles, each
-        tile's JPEG with the level's shared tables spliced in, a stand-alone
-        JPEG file. Each is the very bytes Render returns for exactly that tile
-        (region = the tile's box times the level's downscale, clipped to the
-        image; size = the tile size; JPEG, colour, no rotation or mirror), so
-        a caller fetching a viewer's neighbouring tiles pays one call, not one
-        each. Only levels with ResolutionLevel.stored_tiles set qualify.
+        """StoredTiles sends tiles of one resolution level without decoding them,
+        as the source stores them: for a tiled TIFF with JPEG tiles, each tile's
+        JPEG with the level's shared tables spliced in, a stand-alone JPEG file.
+        Each answer is the very bytes Render returns for its box (region = the
+        box times the level's downscale, clipped to the image; size = the box;
+        JPEG, colour, no rotation or mirror), so a caller fetching a viewer's
+        neighbouring tiles pays one call, not one each. Only levels with
+        ResolutionLevel.stored_tiles set qualify.
 
-        Asks for a rectangle of the level's tile grid, clipped to the grid (at
-        most 256 tiles); answers one StoredTile per tile, row by row. Tiles that
-        cannot be sent as stored are left out, and so are tiles past 3 MiB of
-        answer in all: render those. Edge tiles that extend past the level are
-        stored padded, so they are always left out. Errors as for Render;
-        FAILED_PRECONDITION for a level without stored tiles.
+        With span N above 1, each answer is a group of N x N stored tiles
+        joined into one JPEG from their DCT coefficients (not decoded, not
+        quantised again): the tiles of a viewer asking for tiles N times the
+        stored size. Tiles and groups at the right and bottom edges of the
+        level, stored padded past it, are joined the same way and cropped to
+        the level.
+
+        Asks for a rectangle of the level's grid of groups, clipped to the grid
+        (at most 256 stored tiles under it); answers one StoredTile per group,
+        row by row. Groups that cannot be sent without decoding are left out,
+        and so are those past 3 MiB of answer in all: render those. Errors as
+        for Render; FAILED_PRECONDITION for a level without stored tiles.
         """
 
 def add_DecoderServicer_to_server(servicer: DecoderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
