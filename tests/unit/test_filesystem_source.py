@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from datetime import UTC
@@ -186,3 +187,93 @@ async def test_open_reads_with_pread(source: FilesystemSource, tree: Path) -> No
     reader.close()  # idempotent
     with pytest.raises(ValueError, match="closed"):
         reader.read_at(0, 1)
+
+
+# -- where an identifier's file is, remembered ----------------------------------
+
+
+def count_realpaths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = os.path.realpath
+
+    def counting(path: str, *, strict: bool = False) -> str:
+        calls.append(path)
+        return real(path, strict=strict)
+
+    monkeypatch.setattr(os.path, "realpath", counting)
+    return calls
+
+
+async def test_a_located_file_is_opened_again_without_resolving_its_path(
+    source: FilesystemSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = count_realpaths(monkeypatch)
+    first = await source.open("multi")
+    first.reader.close()
+    resolved = len(calls)
+    assert resolved > 0
+
+    again = await source.open("multi")
+    again.reader.close()
+
+    assert len(calls) == resolved
+    assert again.stat == first.stat
+    # stat() has no descriptor to check containment on: it always resolves.
+    await source.stat("multi")
+    assert len(calls) > resolved
+
+
+async def test_a_remembered_file_that_is_gone_is_located_again(
+    tree: Path, source: FilesystemSource
+) -> None:
+    obj = await source.open("multi")
+    obj.reader.close()
+    assert obj.stat.key == "multi.jp2"
+    (tree / "multi.jp2").unlink()
+
+    obj = await source.open("multi")
+    obj.reader.close()
+    assert obj.stat.key == "multi.tif"
+    for name in ("multi.tif", "multi.png"):
+        (tree / name).unlink()
+    with pytest.raises(ObjectNotFound):
+        await source.open("multi")
+
+
+async def test_containment_is_checked_on_every_open_of_a_remembered_file(
+    tree: Path, source: FilesystemSource
+) -> None:
+    obj = await source.open("nested/deep")
+    obj.reader.close()
+    # The folder is swapped for a link to a folder outside the root, with a
+    # file of the same name in it.
+    outside = tree.parent / "outside"
+    outside.mkdir()
+    (outside / "deep.tif").write_bytes(b"outside")
+    (tree / "nested" / "deep.tif").unlink()
+    (tree / "nested").rmdir()
+    (tree / "nested").symlink_to(outside, target_is_directory=True)
+
+    with pytest.raises(ObjectNotFound):
+        await source.open("nested/deep")
+
+
+async def test_a_new_preferred_file_is_seen_once_the_place_expires(tree: Path) -> None:
+    source = FilesystemSource(tree, locate_ttl_s=0.05)
+    (tree / "later.png").write_bytes(b"png")
+    obj = await source.open("later")
+    obj.reader.close()
+    (tree / "later.jp2").write_bytes(b"jp2")
+    await asyncio.sleep(0.1)
+
+    obj = await source.open("later")
+    obj.reader.close()
+    assert obj.stat.key == "later.jp2"
+    # Not remembered at all with a TTL of 0.
+    uncached = FilesystemSource(tree, locate_ttl_s=0)
+    obj = await uncached.open("later")
+    obj.reader.close()
+    (tree / "later.jp2").unlink()
+    obj = await uncached.open("later")
+    obj.reader.close()
+    assert obj.stat.key == "later.png"
