@@ -14,7 +14,13 @@ from decoder.cost import estimate_render_bytes
 from decoder.engines.base import ImageInfo, Level, SourceFormat
 from decoder.engines.registry import registry_for
 from decoder.levelcache import LevelCache
-from decoder.pipeline.load import JP2_BLOCK, decode_block, load_region
+from decoder.pipeline.load import (
+    JP2_BLOCK,
+    JP2_MIN_BLOCK,
+    block_side,
+    decode_block,
+    load_region,
+)
 from decoder.plan import Box, Plan
 from decoder.sources.filesystem import FilesystemSource
 from tests.counting_engine import CountingEngine
@@ -22,28 +28,41 @@ from tests.counting_engine import CountingEngine
 KEY = ("big.jp2", "v1")
 
 
-def jp2_info(width: int, height: int, fmt: SourceFormat = SourceFormat.JPEG2000) -> ImageInfo:
+def jp2_info(
+    width: int, height: int, fmt: SourceFormat = SourceFormat.JPEG2000, tile: int = 512
+) -> ImageInfo:
     levels = tuple(
-        Level(-(-width // 2**r), -(-height // 2**r), 2**r, 512 >> r, 512 >> r) for r in range(4)
+        Level(-(-width // 2**r), -(-height // 2**r), 2**r, tile >> r, tile >> r) for r in range(4)
     )
     return ImageInfo(width, height, levels, 3, 8, fmt, False)
+
+
+def test_blocks_follow_the_codestream_tiles_within_bounds() -> None:
+    assert [block_side(jp2_info(9000, 9000, tile=2048), r) for r in range(4)] == [1024] * 2 + [512] * 2
+    assert [block_side(jp2_info(9000, 9000, tile=1024), r) for r in range(4)] == [1024] + [512] * 3
+    assert [block_side(jp2_info(9000, 9000, tile=512), r) for r in range(4)] == [512] * 4
+    assert [block_side(jp2_info(9000, 9000, tile=0), r) for r in range(4)] == [1024] * 4
+    assert JP2_MIN_BLOCK == JP2_BLOCK // 2, "a block is the announced square or half of it"
 
 
 @given(
     st.integers(1, 5000), st.integers(1, 5000), st.integers(0, 3),
     st.integers(0, 4999), st.integers(0, 4999), st.integers(1, 1200), st.integers(1, 1200),
+    st.sampled_from((0, 256, 512, 1024, 2048)),
 )  # fmt: skip
 def test_a_block_is_aligned_inside_the_level_and_holds_the_box(
-    width: int, height: int, level: int, x: int, y: int, w: int, h: int
+    width: int, height: int, level: int, x: int, y: int, w: int, h: int, tile: int
 ) -> None:
-    info = jp2_info(width, height)
+    info = jp2_info(width, height, tile=tile)
     lvl = info.levels[level]
     box = Box(x % lvl.width, y % lvl.height, w, h)
     box = Box(box.x, box.y, min(w, lvl.width - box.x), min(h, lvl.height - box.y))
     block = decode_block(info, level, box)
-    b = JP2_BLOCK
+    b = block_side(info, level)
+    assert b in (JP2_MIN_BLOCK, JP2_BLOCK)
     one_block = box.x // b == (box.right - 1) // b and box.y // b == (box.bottom - 1) // b
-    if box.width > b // 2 or box.height > b // 2 or not one_block:
+    half = JP2_BLOCK // 2
+    if box.width > half or box.height > half or not one_block:
         assert block is None
         return
     assert block is not None
@@ -59,9 +78,10 @@ def test_a_block_is_aligned_inside_the_level_and_holds_the_box(
 
 
 def test_the_memory_estimate_covers_the_whole_block() -> None:
-    info = jp2_info(4000, 3000)
-    tile = Plan(Box(1024, 1024, 256, 256), 256, 256)
-    assert estimate_render_bytes(info, tile, 10_000_000) >= JP2_BLOCK * JP2_BLOCK * 3 * 4
+    for side in (512, 1024):
+        info = jp2_info(4000, 3000, tile=side)
+        tile = Plan(Box(1024, 1024, 256, 256), 256, 256)
+        assert estimate_render_bytes(info, tile, 10_000_000) >= side * side * 3 * 4
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +105,18 @@ def test_neighbouring_tiles_share_one_block_decode_and_match_direct_decodes(
     info = engine.describe(reader, SourceFormat.JPEG2000)
     # Whole levels are not cached here, so only blocks are.
     cache = LevelCache(max_bytes=64 << 20, max_pixels=1)
-    tiles = [Box(1024, 0, 256, 256), Box(1280, 256, 256, 256), Box(1792, 768, 256, 256)]
+    tiles = [Box(1024, 0, 256, 256), Box(1280, 256, 256, 256), Box(1024, 256, 256, 256)]
     images = [load_region(engine, reader, info, Plan(t, 256, 256), KEY, cache) for t in tiles]
-    # All three lie in the block at column 1, row 0 of level 0: one decode.
-    assert engine.loads == [(0, Box(1024, 0, min(JP2_BLOCK, 2300 - 1024), JP2_BLOCK))]
+    # All three lie in the block at column 2, row 0 of level 0 (512 px tiles:
+    # 512 px blocks): one decode.
+    assert engine.loads == [(0, Box(1024, 0, 512, 512))]
     assert (cache.misses, cache.hits) == (1, 2)
     for tile, image in zip(tiles, images, strict=True):
         direct = engine.load_region(reader, info, 0, tile)
         assert (image.width, image.height) == (256, 256)
         assert (image.cast("float") - direct.cast("float")).abs().max() <= 1
     # A tile across two blocks, and one without a cache key, decode directly.
-    across = Box(900, 0, 256, 256)
+    across = Box(400, 0, 256, 256)
     load_region(engine, reader, info, Plan(across, 256, 256), KEY, cache)
     load_region(engine, reader, info, Plan(tiles[0], 256, 256), None, cache)
     assert engine.loads[-2:] == [(0, across), (0, tiles[0])]

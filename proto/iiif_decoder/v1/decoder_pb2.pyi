@@ -187,9 +187,11 @@ class DescribeResponse(_message.Message):
     """Changes whenever the stored bytes change (ETag, or mtime and size)."""
     size_bytes: _builtins.int
     cache_block: _builtins.int
-    """Regions of one level that lie in the same aligned square of this many
-    level pixels are decoded once, as that square, and kept in the memory
-    of the decoder process that did it (0: no such cache for this image).
+    """Small regions of one level are decoded as the aligned block around
+    them, once, and kept in the memory of the decoder process that did it.
+    Blocks are squares of this many level pixels, or of half as many at
+    levels whose codestream tiles are that small, so an aligned square of
+    this size holds whole blocks (0: no such cache for this image).
     A caller spreading renders over several decoder processes gets more
     cache hits by sending such regions to the same one (see decoder_id).
     """
