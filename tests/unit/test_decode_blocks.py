@@ -38,10 +38,13 @@ def jp2_info(
 
 
 def test_blocks_follow_the_codestream_tiles_within_bounds() -> None:
-    assert [block_side(jp2_info(9000, 9000, tile=2048), r) for r in range(4)] == [1024] * 2 + [512] * 2
-    assert [block_side(jp2_info(9000, 9000, tile=1024), r) for r in range(4)] == [1024] + [512] * 3
-    assert [block_side(jp2_info(9000, 9000, tile=512), r) for r in range(4)] == [512] * 4
-    assert [block_side(jp2_info(9000, 9000, tile=0), r) for r in range(4)] == [1024] * 4
+    def sides(tile: int) -> list[int]:
+        return [block_side(jp2_info(9000, 9000, tile=tile), r) for r in range(4)]
+
+    assert sides(2048) == [1024, 1024, 512, 512]
+    assert sides(1024) == [1024, 512, 512, 512]
+    assert sides(512) == [512, 512, 512, 512]
+    assert sides(0) == [1024, 1024, 1024, 1024]
     assert JP2_MIN_BLOCK == JP2_BLOCK // 2, "a block is the announced square or half of it"
 
 
