@@ -8,7 +8,8 @@ gateway asks the decoder for the aligned square of tiles around it (see
 gateway/tile_grid.py), answers with its tile and puts the others in the
 render cache under the keys the viewer's next requests will look for.
 Requests for a tile of a batch in flight wait for that batch rather than
-asking again.
+asking again. Edge tiles and groups of stored tiles (a viewer's larger
+tiles), which the decoder joins, come through the same call one at a time.
 """
 
 from __future__ import annotations

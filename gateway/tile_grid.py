@@ -9,10 +9,11 @@ costs is the round trip. Viewers ask for neighbouring tiles next, so the
 gateway fetches the aligned square of tiles around a missed one in one call
 and keeps them (see gateway/tile_batches.py).
 
-The same goes for a render of a group of `span` x `span` stored tiles at the
-level's own scale (a viewer asking for 512 px tiles over 256 px stored
-ones) and for the edge tiles of a level: the decoder joins the stored tiles
-under such a box without decoding them, so a batch of those is cheap too.
+A render of a group of `span` x `span` stored tiles at the level's own scale
+(a viewer asking for 512 px tiles over 256 px stored ones) or of an edge
+tile of a level is cheap too: the decoder joins the stored tiles under it
+without decoding them. Each costs a join, so those come one a call, not in
+batches (see batch_around).
 
 The mappings are the decoder's (`tile_for` in decoder/pipeline/passthrough.py
 for whole tiles, `mosaic_box` in decoder/pipeline/mosaic.py for groups); a
@@ -61,7 +62,8 @@ class TileRef:
 
 @dataclass(frozen=True, slots=True)
 class TileBatch:
-    """An aligned rectangle of one level's grid of groups, clipped to it."""
+    """An aligned rectangle of one level's grid of `span` x `span` groups of
+    stored tiles: a square of whole tiles, or one group or edge tile."""
 
     level: int
     column: int
