@@ -19,10 +19,10 @@ import errno
 import os
 import stat as stat_mod
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final
 
 from cachetools import TTLCache
 
@@ -59,7 +59,6 @@ LOCATE_TTL_S: Final = 2.0
 LOCATE_ENTRIES: Final = 4096
 
 _Located = tuple[str, str, str]  # key, real path, real root
-_T = TypeVar("_T")
 
 _NOT_FOUND_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EISDIR})
 
@@ -206,27 +205,22 @@ class FilesystemSource(Source):
         return self._stat_located(self._locate(identifier))
 
     def _open_sync(self, identifier: str) -> SourceObject:
-        return self._with_location(identifier, self._open_located)
-
-    def _with_location(self, identifier: str, use: Callable[[_Located], _T]) -> _T:
-        """`use` applied to where `identifier`'s file is, remembered or
-        located afresh; a remembered place that fails is located again."""
         cache = self._located
         if cache is not None:
             with self._located_lock:
                 remembered = cache.get(identifier)
             if remembered is not None:
                 try:
-                    return use(remembered)
-                except ObjectNotFound:
+                    return self._open_located(remembered)
+                except ObjectNotFound:  # gone or swapped: look it up again
                     with self._located_lock:
                         cache.pop(identifier, None)
         located = self._locate(identifier)
-        result = use(located)
+        opened = self._open_located(located)
         if cache is not None:
             with self._located_lock:
                 cache[identifier] = located
-        return result
+        return opened
 
     @staticmethod
     def _stat_located(located: _Located) -> ObjectStat:
@@ -269,8 +263,9 @@ class FilesystemSource(Source):
     def _locate(self, identifier: str) -> _Located:
         """Find the file for `identifier`: (key relative to the root, its real
         path, the root's real path)."""
-        # Resolved on every call: a root that is a symlink swapped at deploy
-        # time (a "current" link) is followed to its new target.
+        # Resolved on every lookup: a root that is a symlink swapped at deploy
+        # time (a "current" link) is followed to its new target (by opens
+        # within LOCATE_TTL_S of the swap).
         real_root = os.path.realpath(self._root)
         if not os.path.isdir(real_root):
             raise SourceUnavailable("image root is not a readable directory")
