@@ -106,12 +106,15 @@ def make_pyramid_tiff(
     subifd: bool = False,
     bands: int = 3,
     image: VipsImage | None = None,
+    quality: int = 90,
 ) -> Path:
     """Write a tiled pyramidal TIFF: each page (or, with `subifd`, each
     SubIFD of page 0) a half-size copy of the one before, down to one tile.
 
-    `compression` is a libvips TIFF compression ("jpeg" at Q 90, "deflate",
-    "none", ...); `bigtiff` writes BigTIFF.
+    `compression` is a libvips TIFF compression ("jpeg" at Q `quality`,
+    "deflate", "none", ...); `bigtiff` writes BigTIFF. Below Q 90 libvips
+    writes JPEG tiles as YCbCr with 4:2:0 chroma (16 px MCUs), from Q 90 as
+    RGB without subsampling.
     """
     source = pattern(width, height, bands) if image is None else image
     source.tiffsave(
@@ -123,7 +126,7 @@ def make_pyramid_tiff(
         subifd=subifd,
         bigtiff=bigtiff,
         compression=compression,
-        Q=90,
+        Q=quality,
     )
     return path
 

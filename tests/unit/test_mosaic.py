@@ -73,20 +73,11 @@ def textured(width: int, height: int) -> Any:
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("mosaic")
     image = textured(WIDTH, HEIGHT)
-    # Below Q 90 libvips writes the tiles as YCbCr with 4:2:0 chroma (16 px
-    # MCUs); at Q 90 (make_pyramid_tiff) as RGB without subsampling.
-    ycbcr = root / "ycbcr.tif"
-    image.tiffsave(
-        str(ycbcr),
-        tile=True,
-        tile_width=TILE,
-        tile_height=TILE,
-        pyramid=True,
-        compression="jpeg",
-        Q=75,
-    )
+    # Q 75: YCbCr tiles with 4:2:0 chroma; Q 90: RGB (see make_pyramid_tiff).
     return {
-        "ycbcr": ycbcr,
+        "ycbcr": make_pyramid_tiff(
+            root / "ycbcr.tif", WIDTH, HEIGHT, tile=TILE, image=image, quality=75
+        ),
         "rgb": make_pyramid_tiff(root / "rgb.tif", WIDTH, HEIGHT, tile=TILE, image=image),
     }
 

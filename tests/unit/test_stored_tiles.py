@@ -24,7 +24,7 @@ from decoder.pipeline.stored_tiles import (
 )
 from decoder.plan import Box, Plan
 from decoder.sources.base import ByteReader
-from tests.images import make_pyramid_tiff, pattern
+from tests.images import make_pyramid_tiff
 from tests.pixels import load_strict
 
 ReaderFactory = Callable[[Path], ByteReader]
@@ -53,18 +53,11 @@ def counters() -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("stored-tiles")
-    # Below Q 90 libvips writes YCbCr tiles with 4:2:0 chroma, at Q 90 RGB.
-    ycbcr = root / "ycbcr.tif"
-    pattern(WIDTH, HEIGHT).tiffsave(
-        str(ycbcr),
-        tile=True,
-        tile_width=TILE,
-        tile_height=TILE,
-        pyramid=True,
-        compression="jpeg",
-        Q=75,
-    )
-    return {"ycbcr": ycbcr, "rgb": make_pyramid_tiff(root / "rgb.tif", WIDTH, HEIGHT, tile=TILE)}
+    # Q 75: YCbCr tiles with 4:2:0 chroma; Q 90: RGB (see make_pyramid_tiff).
+    return {
+        "ycbcr": make_pyramid_tiff(root / "ycbcr.tif", WIDTH, HEIGHT, tile=TILE, quality=75),
+        "rgb": make_pyramid_tiff(root / "rgb.tif", WIDTH, HEIGHT, tile=TILE),
+    }
 
 
 @pytest.fixture(autouse=True)
