@@ -22,6 +22,7 @@ from iiif_decoder.v1 import decoder_pb2, decoder_pb2_grpc
 
 from decoder import levelcache, metrics
 from decoder.admission import Admission
+from decoder.allocator import keep_freed_memory
 from decoder.engines.registry import registry_for
 from decoder.engines.vips import init_vips
 from decoder.native import jpeg_mosaic
@@ -125,6 +126,7 @@ async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
     `serve_metrics` is False in worker processes: their supervisor serves
     every worker's metrics on the metrics port.
     """
+    keep_freed_memory(settings.malloc_keep_mb << 20)
     init_vips(concurrency=settings.vips_concurrency)
     levelcache.configure(settings.level_cache_mb << 20, settings.level_cache_max_pixels)
     passthrough.configure(enabled=settings.tile_passthrough)

@@ -72,6 +72,9 @@ class DecoderSettings(BaseSettings):
     # (a JPEG 2000 block that a viewer's neighbouring tiles share), so it may
     # use the cores that are idle meanwhile; not split between workers.
     jp2_threads: int = Field(default_factory=lambda: min(4, available_cores()), ge=1, le=64)
+    # Free memory each C heap keeps for reuse instead of returning it to the
+    # kernel at once (glibc; 0 = glibc's own thresholds): see decoder/allocator.py.
+    malloc_keep_mb: int = Field(8, ge=0, le=256)
     grace_period_s: float = Field(10.0, ge=0)
     # Connections older than this are closed gracefully, so gateways using
     # client-side round-robin rediscover decoders as they scale; 0 = never.
