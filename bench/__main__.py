@@ -91,8 +91,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument(
         "--profile-seconds",
         type=float,
-        default=15.0,
-        help="py-spy profile length per load (0: none; default 15)",
+        default=None,
+        help="py-spy profile length per load (0: none; default 15, 0 with --smoke)",
     )
     parser.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto")
     parser.add_argument("--out", type=Path, default=DOCS, help="the markdown report")
@@ -118,7 +118,12 @@ def parse_args(argv: Sequence[str]) -> Options:
         runs=args.runs,
         limit=args.limit,
         api=args.api,
-        profile_s=args.profile_seconds,
+        # A smoke run profiles only when asked: py-spy's start-up would double it.
+        profile_s=args.profile_seconds
+        if args.profile_seconds is not None
+        else 0.0
+        if args.smoke
+        else 15.0,
         client=args.client,
         markdown=args.out,
         results_dir=args.results,

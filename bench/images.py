@@ -111,8 +111,18 @@ class ImageSet:
     def first_pass_master(self, type_: ImageType, concurrency: int) -> BenchImage:
         """The master of `type_` under its `first` alias for `concurrency`, the
         alias made (a symlink beside the master) if it is not there yet."""
+        return self._aliased_master(type_, first_alias, concurrency)
+
+    def profile_master(self, type_: ImageType, index: int) -> BenchImage:
+        """The master of `type_` under the profile's alias number `index`
+        (``<type>-master-profile<index>.<ext>``), made if it is not there yet."""
+        return self._aliased_master(type_, lambda name, n: tagged_alias(name, f"profile{n}"), index)
+
+    def _aliased_master(
+        self, type_: ImageType, name: Callable[[str, int], str], number: int
+    ) -> BenchImage:
         master = self.get(type_, "master")
-        alias = first_alias(master.identifier, concurrency)
+        alias = name(master.identifier, number)
         link_alias(self.root, master.identifier, alias)
         return replace(master, identifier=alias)
 
@@ -147,10 +157,16 @@ def first_alias(identifier: str, concurrency: int) -> str:
     Another identifier for the same file: both servers key their caches by
     identifier (or path), so to each of them it is an image never seen before.
     """
+    return tagged_alias(identifier, f"first{concurrency}")
+
+
+def tagged_alias(identifier: str, tag: str) -> str:
+    """`identifier` with ``-<tag>`` before its extension, e.g.
+    ``jp2-tiled-master-profile3.jp2`` for the tag ``profile3``."""
     stem, dot, ext = identifier.rpartition(".")
     if not dot or "/" in ext:
-        return f"{identifier}-first{concurrency}"
-    return f"{stem}-first{concurrency}.{ext}"
+        return f"{identifier}-{tag}"
+    return f"{stem}-{tag}.{ext}"
 
 
 def link_alias(root: Path, identifier: str, alias: str) -> Path:

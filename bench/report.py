@@ -448,7 +448,7 @@ def render_markdown(report: Report, method: str) -> str:
             "new to every server, at each c above 1) and `warm` as "
             "the caches: our gateway keeps rendered tiles and thumbnails in memory "
             "(`IIIF_GATEWAY_RENDER_CACHE_MB`), IIPImage its own tile cache, so warm "
-            "steps and the warm profiles below mostly measure the HTTP path.",
+            "steps mostly measure the HTTP path.",
             "",
             headline_markdown(table, cores),
             "",
@@ -491,7 +491,26 @@ def render_markdown(report: Report, method: str) -> str:
         )
     else:
         out.append(f"None: every step's runs agree within {DISAGREEMENT:.0%}.")
-    out.extend(["", "## Where our time goes", "", profile_markdown(report.profiles), ""])
+    out.extend(
+        [
+            "",
+            "## Where our time goes",
+            "",
+            "py-spy on our stack (local folder, default settings) during first passes "
+            "over the tile list at c=16, on images the stack had not seen (one alias of "
+            "the master after another): the load of the `first` steps, where the goals "
+            "are measured. Threads py-spy sees sleeping are left out, but it misses some "
+            "(an event loop waiting in epoll still shows as `EpollSelector.select`, a "
+            "pool thread waiting for work as `_worker`), so the shares are roughly of CPU "
+            "time. Time in a C library is charged to the Python line that called "
+            "it: `OpenJpegEngine._decode` is OpenJPEG decoding, `mosaic` in "
+            "decoder/native/jpeg_mosaic.py is libjpeg joining stored tiles, a pyvips "
+            "call is libvips (crop, resize, encode), a grpc frame is gRPC's C core.",
+            "",
+            profile_markdown(report.profiles),
+            "",
+        ]
+    )
     out.extend(
         [
             "## What the S3 case asks of the store",

@@ -27,6 +27,7 @@ def test_smoke_run_writes_a_report_with_numbers(tmp_path: Path) -> None:
             "-m",
             "bench",
             "--smoke",
+            "--profile-seconds=2",
             f"--out={report}",
             f"--results={results}",
             f"--cache={tmp_path / 'cache'}",
@@ -67,5 +68,10 @@ def test_smoke_run_writes_a_report_with_numbers(tmp_path: Path) -> None:
     for case in ("iipimage", "ours-s3"):
         ran = any(m["case"] == case for m in data["measurements"])
         assert ran or case in data["skipped"], case
+    # The profiles were taken on first passes over images the stack had not seen.
+    profiled = {p["process"] for p in data["profiles"] if p["samples"] > 0}
+    assert any(p.startswith("decoder (tiff-pyramid tiles, first passes") for p in profiled)
+    assert any(p.startswith("decoder (jp2-tiled tiles, first passes") for p in profiled)
+    assert "## Where our time goes" in text
     # The ratio table has a row per local measurement key, with a number against the floor.
     assert "| jp2-tiled | tiles | warm | 1 |" in text
