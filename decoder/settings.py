@@ -62,7 +62,8 @@ class DecoderSettings(BaseSettings):
     open_tiffs: int = Field(64, ge=0, le=4096)
     # Small levels (at most level_cache_max_pixels) are decoded whole once and
     # served by cropping, and so are the 1024 px blocks around small JPEG 2000
-    # regions; bounded in memory, least recently used dropped first.
+    # regions (a tiled JPEG 2000's small levels too, block by block: see
+    # decoder/pipeline/load.py); bounded in memory, least recently used dropped first.
     level_cache_mb: int = Field(256, ge=0)
     level_cache_max_pixels: int = Field(2_000_000, ge=0)
     # JPEG2000 decoder: libopenjp2 directly, region by region (decoder/engines/

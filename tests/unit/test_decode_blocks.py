@@ -18,6 +18,7 @@ from decoder.pipeline.load import (
     JP2_BLOCK,
     JP2_MIN_BLOCK,
     block_side,
+    blocks_are_whole_tiles,
     decode_block,
     load_region,
 )
@@ -123,4 +124,69 @@ def test_neighbouring_tiles_share_one_block_decode_and_match_direct_decodes(
     load_region(engine, reader, info, Plan(across, 256, 256), KEY, cache)
     load_region(engine, reader, info, Plan(tiles[0], 256, 256), None, cache)
     assert engine.loads[-2:] == [(0, across), (0, tiles[0])]
+    reader.close()
+
+
+@pytest.fixture(scope="module")
+def one_tile_jp2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("one-tile")
+    image = (pyvips.Image.gaussnoise(1500, 1100, sigma=40) + 100).cast("uchar")
+    image = image.bandjoin([image.flip("vertical"), image.rot180()])
+    image.copy(interpretation="srgb").jp2ksave(
+        str(root / "big.jp2"), tile_width=1500, tile_height=1100, lossless=True
+    )
+    return root
+
+
+def test_a_small_tiled_level_is_decoded_block_by_block(big_jp2: Path) -> None:
+    import asyncio
+
+    reader = asyncio.run(FilesystemSource(big_jp2).open("big.jp2")).reader
+    engine = CountingEngine(registry_for().for_format(SourceFormat.JPEG2000))
+    info = engine.describe(reader, SourceFormat.JPEG2000)
+    # Level 1 (1150 x 750, 256 px codestream tiles) is small enough to be
+    # kept whole, but its 512 px blocks are whole tiles: a tile's request
+    # decodes its block alone, and a neighbour in the block decodes nothing.
+    cache = LevelCache(max_bytes=64 << 20, max_pixels=4_000_000)
+    assert cache.accepts(info.levels[1], 3, 1)
+    first = load_region(engine, reader, info, Plan(Box(0, 0, 512, 512), 256, 256), KEY, cache)
+    load_region(engine, reader, info, Plan(Box(512, 512, 512, 512), 256, 256), KEY, cache)
+    assert engine.loads == [(1, Box(0, 0, 512, 512))]
+    direct = engine.load_region(reader, info, 1, Box(0, 0, 256, 256))
+    assert (first.cast("float") - direct.cast("float")).abs().max() <= 1
+    # The whole level asked for is decoded whole, as before; once it is
+    # kept, the level's tiles are cropped from it, not decoded by block.
+    engine.loads.clear()
+    load_region(engine, reader, info, Plan(Box(0, 0, 2300, 1500), 1150, 750), KEY, cache)
+    load_region(engine, reader, info, Plan(Box(1024, 1024, 512, 476), 256, 238), KEY, cache)
+    assert engine.loads == [(1, Box(0, 0, 1150, 750))]
+    reader.close()
+
+
+def test_blocks_are_whole_tiles_only_where_blocks_never_cut_a_codestream_tile() -> None:
+    # 2048 px tiles: level 0's 1024 px blocks cut them; from level 1 on, a
+    # block is one tile (1024), then 2 x 2 (512 px tiles in 512 px blocks),
+    # then 4 x 4 (256 px tiles).
+    info = jp2_info(8000, 6000, tile=2048)
+    assert [blocks_are_whole_tiles(info, n) for n in range(4)] == [False, True, True, True]
+    # 300 px tiles do not divide 512 px blocks; untiled images are one tile.
+    assert not blocks_are_whole_tiles(jp2_info(4000, 3000, tile=300), 0)
+    assert not blocks_are_whole_tiles(jp2_info(4000, 3000, tile=0), 0)
+    # Only JPEG 2000 has blocks; levels out of range have none.
+    assert not blocks_are_whole_tiles(jp2_info(4000, 3000, SourceFormat.TIFF), 0)
+    assert not blocks_are_whole_tiles(jp2_info(4000, 3000), 9)
+
+
+def test_a_small_level_of_one_codestream_tile_is_decoded_whole(one_tile_jp2: Path) -> None:
+    import asyncio
+
+    reader = asyncio.run(FilesystemSource(one_tile_jp2).open("big.jp2")).reader
+    engine = CountingEngine(registry_for().for_format(SourceFormat.JPEG2000))
+    info = engine.describe(reader, SourceFormat.JPEG2000)
+    cache = LevelCache(max_bytes=64 << 20, max_pixels=4_000_000)
+    # Blocks would cut the one tile: its low resolutions would be decoded
+    # once per block, so the level is decoded whole and cropped.
+    load_region(engine, reader, info, Plan(Box(0, 0, 256, 256), 256, 256), KEY, cache)
+    load_region(engine, reader, info, Plan(Box(1024, 0, 256, 256), 256, 256), KEY, cache)
+    assert engine.loads == [(0, Box(0, 0, 1500, 1100))]
     reader.close()
