@@ -118,12 +118,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         runs=args.runs,
         limit=args.limit,
         api=args.api,
-        # A smoke run profiles only when asked: py-spy's start-up would double it.
-        profile_s=args.profile_seconds
-        if args.profile_seconds is not None
-        else 0.0
-        if args.smoke
-        else 15.0,
+        profile_s=_profile_seconds(args.profile_seconds, args.smoke),
         client=args.client,
         markdown=args.out,
         results_dir=args.results,
@@ -131,6 +126,13 @@ def parse_args(argv: Sequence[str]) -> Options:
         command=command_line(argv),
         render=args.render,
     )
+
+
+def _profile_seconds(given: float | None, smoke: bool) -> float:
+    # A smoke run profiles only when asked: py-spy's start-up would double it.
+    if given is not None:
+        return given
+    return 0.0 if smoke else 15.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -131,7 +131,10 @@ def load_region(
     With `cache_key` ((source key, version)), a level small enough for the
     level cache (`level_cache`, default the process-wide one) is decoded
     whole once and cropped from memory afterwards, and so is the aligned
-    block around a small JPEG 2000 region (see :func:`decode_block`).
+    block around a small JPEG 2000 region (see :func:`decode_block`); where
+    such blocks are whole codestream tiles, a small level's block is decoded
+    alone unless the whole level is already kept (see
+    :func:`blocks_are_whole_tiles`).
 
     Raises RenderError for regions outside the image and DecodeError for
     unreadable sources (pyvips.Error when a cached level fails to decode).
