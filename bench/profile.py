@@ -73,6 +73,21 @@ PYTHON_PACKAGES: Final = (
 )
 
 
+# Shared objects -> what they are, for perf's per-library shares; first match wins.
+LIBRARY_CATEGORIES: Final = (
+    *NATIVE_CATEGORIES,
+    ("_jpeg_mosaic", "our C helper (stored-tile joins)"),
+    ("libpython", "Python interpreter"),
+    ("python3", "Python interpreter"),
+    ("kernel", "kernel (syscalls, scheduling, page faults)"),
+    ("_cffi_backend", "cffi and ctypes (calls into C)"),
+    ("_ctypes", "cffi and ctypes (calls into C)"),
+    ("libffi", "cffi and ctypes (calls into C)"),
+    # The interpreter's own C modules (_asyncio, _struct, select...).
+    ("cpython-3", "Python interpreter"),
+)
+
+
 def pyspy_binary() -> str | None:
     """py-spy beside our Python (venv) or on PATH."""
     beside = Path(sys.executable).parent / "py-spy"
@@ -105,6 +120,58 @@ def start_recording(
     ]
     log = out.with_suffix(".log").open("wb")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def perf_binary() -> str | None:
+    """Linux perf on PATH, if any."""
+    return shutil.which("perf")
+
+
+def start_perf(pids: list[int], duration_s: float, out: Path) -> subprocess.Popen[bytes]:
+    """perf sampling every thread of `pids` (C threads too: OpenJPEG's and
+    libvips' workers, which py-spy cannot see) for `duration_s` into `out`."""
+    exe = perf_binary()
+    if exe is None:
+        raise RuntimeError("perf is not installed")
+    cmd = [
+        exe, "record", "--quiet", "-F", "499", "-p", ",".join(map(str, pids)),
+        "-o", str(out), "--", "sleep", str(max(1, round(duration_s))),
+    ]  # fmt: skip
+    log = out.with_suffix(".log").open("wb")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def library_shares(data: Path) -> list[tuple[str, float]]:
+    """Shares of perf's samples in `data` by library category, largest first
+    (empty when perf cannot read it)."""
+    exe = perf_binary()
+    if exe is None or not data.exists():
+        return []
+    proc = subprocess.run(
+        [exe, "report", "-i", str(data), "--sort", "dso", "--stdio", "-g", "none"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    return summarise_libraries(proc.stdout)
+
+
+def summarise_libraries(report: str) -> list[tuple[str, float]]:
+    """`perf report --sort dso --stdio` text -> (category, share) pairs."""
+    shares: dict[str, float] = {}
+    for line in report.splitlines():
+        parts = line.split()
+        if len(parts) < 2 or line.lstrip().startswith("#") or not parts[0].endswith("%"):
+            continue
+        try:
+            share = float(parts[0][:-1]) / 100
+        except ValueError:
+            continue
+        dso = " ".join(parts[1:])
+        category = next(
+            (label for marker, label in LIBRARY_CATEGORIES if marker in dso), f"other: {dso}"
+        )
+        shares[category] = shares.get(category, 0.0) + share
+    ranked = sorted(shares.items(), key=lambda item: -item[1])
+    return [(c, share) for c, share in ranked if share > 0]
 
 
 def _frame_file(frame: str) -> str:
@@ -165,6 +232,8 @@ class ProfileSummary:
     top_frames: list[tuple[str, float]] = field(default_factory=list)
     # CPU time the process tree used during the profile, per second: cores busy.
     cpu_cores: float | None = None
+    # perf's shares by library over every thread (empty without perf).
+    libraries: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def busy(self) -> float:
@@ -182,6 +251,7 @@ class ProfileSummary:
             "categories": self.categories,
             "top_frames": self.top_frames,
             "cpu_cores": self.cpu_cores,
+            "libraries": self.libraries,
         }
 
     @classmethod
@@ -195,6 +265,7 @@ class ProfileSummary:
             [(str(c), float(s)) for c, s in data["categories"]],
             [(str(c), float(s)) for c, s in data["top_frames"]],
             data.get("cpu_cores"),
+            [(str(c), float(s)) for c, s in data.get("libraries", [])],
         )
 
 

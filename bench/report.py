@@ -374,7 +374,11 @@ def profile_markdown(profiles: Sequence[ProfileSummary], top_categories: int = 1
         parts.append(
             f"**{p.process}**: {p.samples} non-idle samples over {p.duration_s:.0f} s{cpu}\n"
         )
-        parts.append("| where (innermost frame) | share of samples |\n|---|---:|")
+        if p.libraries:
+            parts.append("| library (perf, every thread) | share of CPU samples |\n|---|---:|")
+            parts.extend(f"| {c} | {s:.0%} |" for c, s in p.libraries[:top_categories])
+            parts.append("")
+        parts.append("| where (innermost Python frame, py-spy) | share of samples |\n|---|---:|")
         parts.extend(f"| {c} | {s:.0%} |" for c, s in p.categories[:top_categories])
         parts.append("\nTop frames:\n")
         parts.extend(f"- {s:.0%} `{f}`" for f, s in p.top_frames[:8])
@@ -496,13 +500,16 @@ def render_markdown(report: Report, method: str) -> str:
             "",
             "## Where our time goes",
             "",
-            "py-spy on our stack (local folder, default settings) during first passes "
+            "Profiles of our stack (local folder, default settings) during first passes "
             "over the tile list at c=16, on images the stack had not seen (one alias of "
             "the master after another): the load of the `first` steps, where the goals "
-            "are measured. Threads py-spy sees sleeping are left out, but it misses some "
-            "(an event loop waiting in epoll still shows as `EpollSelector.select`, a "
-            "pool thread waiting for work as `_worker`), so the shares are roughly of CPU "
-            "time. Time in a C library is charged to the Python line that called "
+            "are measured. Two views of each process: perf's samples of every thread "
+            "by library (where the CPU time goes, C threads included: OpenJPEG's and "
+            "libvips' workers are not Python threads), when perf is installed; then "
+            "py-spy's Python frames, which say which of our lines led there. py-spy "
+            "leaves out threads it sees sleeping but misses some (an event loop waiting "
+            "in epoll still shows as `EpollSelector.select`, a pool thread waiting for "
+            "work as `_worker`), and charges time in C to the Python line that called "
             "it: `OpenJpegEngine._decode` is OpenJPEG decoding, `mosaic` in "
             "decoder/native/jpeg_mosaic.py is libjpeg joining stored tiles, a pyvips "
             "call is libvips (crop, resize, encode), a grpc frame is gRPC's C core.",

@@ -432,8 +432,13 @@ def _profile(ctx: Context) -> list[profile.ProfileSummary]:
                 name: profile.start_recording(pid, opts.profile_s, out)
                 for name, (pid, out) in recorders.items()
             }
-            time.sleep(0.5)  # py-spy attaches before the load starts
             trees = {name: procs.process_tree([pid]) for name, (pid, _) in recorders.items()}
+            perfs = {
+                name: profile.start_perf(trees[name], opts.profile_s, out.with_suffix(".perf"))
+                for name, (_, out) in recorders.items()
+                if profile.perf_binary() is not None
+            }
+            time.sleep(0.5)  # py-spy and perf attach before the load starts
             cpu_before = {name: procs.cpu_seconds(tree) for name, tree in trees.items()}
             t0 = time.monotonic()
             passes = 0
@@ -456,6 +461,9 @@ def _profile(ctx: Context) -> list[profile.ProfileSummary]:
                         f"{name} ({label}, {passes} images)", out.read_text(), opts.profile_s
                     )
                     summary.cpu_cores = cores_busy
+                    if name in perfs:
+                        perfs[name].wait(opts.profile_s + 30)
+                        summary.libraries = profile.library_shares(out.with_suffix(".perf"))
                     summaries.append(summary)
                 else:
                     ctx.notes.append(f"py-spy wrote no profile of the {name}; see {out}.log")

@@ -7,6 +7,7 @@ integration test; it asserts that numbers were produced, never how fast.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,5 +74,9 @@ def test_smoke_run_writes_a_report_with_numbers(tmp_path: Path) -> None:
     assert any(p.startswith("decoder (tiff-pyramid tiles, first passes") for p in profiled)
     assert any(p.startswith("decoder (jp2-tiled tiles, first passes") for p in profiled)
     assert "## Where our time goes" in text
+    if shutil.which("perf"):
+        # perf saw every thread of the decoder, C threads included.
+        decoders = [p for p in data["profiles"] if p["process"].startswith("decoder")]
+        assert all(sum(s for _, s in p["libraries"]) > 0.9 for p in decoders), decoders
     # The ratio table has a row per local measurement key, with a number against the floor.
     assert "| jp2-tiled | tiles | warm | 1 |" in text

@@ -11,7 +11,7 @@ import pytest
 from bench.codec_floor import pick_reduction
 from bench.images import BenchImage, ImageSet, ImageType, first_alias, link_alias
 from bench.load import LoadResult, parse_wrk_output, percentile
-from bench.profile import categorise, summarise
+from bench.profile import ProfileSummary, categorise, summarise, summarise_libraries
 from bench.report import (
     FLOOR,
     IIP,
@@ -23,6 +23,7 @@ from bench.report import (
     disagreements,
     first_markdown,
     headline_markdown,
+    profile_markdown,
     ratio_rows,
     ratios_markdown,
     render_markdown,
@@ -207,6 +208,52 @@ def test_profile_categories() -> None:
     assert shares["asyncio event loop"] == pytest.approx(0.1)
     assert summary.busy == pytest.approx(1.0)
     assert categorise(["a (libjpeg.so.62)"]).startswith("libjpeg")
+
+
+def test_perf_library_shares_by_category() -> None:
+    report = "\n".join(
+        [
+            "# Samples: 1K of event 'cpu-clock'",
+            "#",
+            "# Overhead  Shared Object",
+            "    55.00%  libopenjp2.so.2.5.0",
+            "    20.50%  libpython3.11.so.1.0",
+            "    10.00%  [kernel.kallsyms]",
+            "     5.00%  libvips.so.42.16.1",
+            "     4.50%  libglib-2.0.so.0.7400.6",
+            "     3.00%  _jpeg_mosaic.cpython-311-x86_64-linux-gnu.so",
+            "     1.00%  _asyncio.cpython-311-x86_64-linux-gnu.so",
+            "     1.00%  libsomething.so",
+            "",
+        ]
+    )
+    shares = summarise_libraries(report)
+    assert shares[0][0] == "OpenJPEG (JPEG 2000 decoding)"
+    got = dict(shares)
+    assert got["OpenJPEG (JPEG 2000 decoding)"] == pytest.approx(0.55)
+    assert got["Python interpreter"] == pytest.approx(0.215)
+    assert got["kernel (syscalls, scheduling, page faults)"] == pytest.approx(0.10)
+    assert got["libvips (crop, resize, colour, pipeline)"] == pytest.approx(0.05)
+    assert got["GLib (libvips' runtime)"] == pytest.approx(0.045)
+    assert got["our C helper (stored-tile joins)"] == pytest.approx(0.03)
+    assert got["other: libsomething.so"] == pytest.approx(0.01)
+    # Largest first, and the header lines are not counted.
+    assert [s for _, s in shares] == sorted((s for _, s in shares), reverse=True)
+    assert sum(got.values()) == pytest.approx(1.0)
+
+
+def test_profile_summary_keeps_its_library_shares_through_json() -> None:
+    summary = ProfileSummary("decoder (x)", 10, 1.0, 100, [("a", 1.0)], [("f", 1.0)], 0.5)
+    summary.libraries = [("OpenJPEG (JPEG 2000 decoding)", 0.7)]
+    again = ProfileSummary.from_json(summary.to_json())
+    assert again == summary
+    text = profile_markdown([again])
+    assert "| OpenJPEG (JPEG 2000 decoding) | 70% |" in text
+    assert text.index("library (perf") < text.index("innermost Python frame")
+    # Results written before perf was used have no shares, and no perf table.
+    old = summary.to_json()
+    del old["libraries"]
+    assert "library (perf" not in profile_markdown([ProfileSummary.from_json(old)])
 
 
 def test_first_alias_names_a_new_identifier_with_the_same_extension() -> None:
