@@ -53,7 +53,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="tiny images, 4 URLs per list, c=1, 1 s steps, one run, no profile (seconds)",
+        help="tiny images, 4 URLs per list, c=1, 1 s steps, one run, no profile unless "
+        "--profile-seconds is given (seconds)",
     )
     parser.add_argument(
         "--install",

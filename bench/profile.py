@@ -1,16 +1,20 @@
-"""Where our processes spend their time: py-spy samples, summarised.
+"""Where our processes spend their time: py-spy and perf samples, summarised.
 
 py-spy attaches to the running decoder and gateway while a separate,
 unmeasured load runs. ``--nonblocking``: the process is never paused, and
 idle threads (waiting on a queue, a lock or epoll) are told apart by their
-OS state and left out, so the samples are where CPU time went.
+OS state and left out, though not all of them (a loop in epoll still shows).
 
-Python frames only: py-spy's native unwinding does not resolve symbols in
-this environment. Time in C libraries is charged to the Python line that
-called them, which names them well enough: a pyvips call is libvips work
-(decode, resize, JPEG encode), a ctypes call in decoder/engines/openjpeg.py
-is OpenJPEG decoding, a grpc frame is gRPC's C core. Each sample counts for
-its innermost frame ("self" time): by package, our own modules by file.
+py-spy sees Python frames only (its native unwinding does not resolve
+symbols in this environment), and only Python threads: time in C libraries
+is charged to the Python line that called them (a pyvips call is libvips
+work, a ctypes call in decoder/engines/openjpeg.py is OpenJPEG decoding, a
+grpc frame is gRPC's C core), and C threads of their own (OpenJPEG's and
+libvips' workers) are not seen at all. Each sample counts for its innermost
+frame ("self" time): by package, our own modules by file.
+
+perf, where installed, samples every thread of the same processes; its
+shares by shared library say where the CPU time went, C threads included.
 """
 
 from __future__ import annotations
