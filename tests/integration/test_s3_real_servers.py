@@ -20,7 +20,7 @@ import pytest
 from tests import processes
 from tests.integration import s3support
 from tests.integration.s3support import BUCKET, S3Images, image_service, s3_client, s3_source
-from tests.integration.test_s3_source import local, render, tile_plan
+from tests.integration.test_s3_source import local, no_level_cache, render, tile_plan
 from tests.s3proxy import ProxyThread
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -28,6 +28,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 moto_endpoint = s3support.moto_endpoint  # shared fixtures
 s3_images = s3support.s3_images
 decode_pool = s3support.decode_pool
+# Every render decodes from the store: the reads are what these tests count
+# (with it, the second tile came from a decoded block or level in memory).
+no_level_cache = no_level_cache
 
 WEED_START_S = 40.0
 
