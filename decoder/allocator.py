@@ -17,7 +17,6 @@ or more still go straight to the kernel when freed.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 # From glibc's <malloc.h>.
@@ -32,10 +31,9 @@ def keep_freed_memory(trim_bytes: int) -> bool:
     C library is not glibc."""
     if trim_bytes <= 0 or not sys.platform.startswith("linux"):
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    libc = ctypes.CDLL(name)
+    # The process's own symbols include its C library's, with no search
+    # (ctypes.util.find_library runs ldconfig in a subprocess).
+    libc = ctypes.CDLL(None)
     mallopt = getattr(libc, "mallopt", None)
     if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):
         return False  # musl and others: no such knobs
