@@ -77,6 +77,30 @@ class TileRect:
     rows: int
     span: int = 1
 
+    @property
+    def stored_tiles(self) -> int:
+        """How many stored tiles lie under the rectangle (before clipping)."""
+        return self.columns * self.rows * (self.span or 1) ** 2
+
+
+@dataclass(frozen=True, slots=True)
+class TileCells:
+    """Chosen groups of one level's grid of `span` x `span` groups of stored
+    tiles, by (column, row): what a caller gathering scattered requests asks
+    for (see TileRect)."""
+
+    level: int
+    cells: tuple[tuple[int, int], ...]
+    span: int = 1
+
+    @property
+    def stored_tiles(self) -> int:
+        """How many stored tiles lie under the groups (each counted once)."""
+        return len(set(self.cells)) * (self.span or 1) ** 2
+
+
+TileSelection = TileRect | TileCells
+
 
 # One StoredTiles call covers at most this many stored tiles and answers at
 # most this many bytes: a bound on the memory it holds, and on the caller's
@@ -153,47 +177,66 @@ class ImageService:
         return Description(obj.stat, info, stored)
 
     async def stored_tiles(
-        self, identifier: str, rect: TileRect, expected_version: str = ""
+        self, identifier: str, selection: TileSelection, expected_version: str = ""
     ) -> StoredTiles:
-        """The groups of stored tiles of `rect` that can be answered without
-        decoding (see pipeline/stored_tiles.py), at most MAX_STORED_TILE_BYTES.
+        """The groups of stored tiles of `selection` that can be answered
+        without decoding (see pipeline/stored_tiles.py), at most
+        MAX_STORED_TILE_BYTES: a rectangle's row by row, chosen cells in the
+        order given.
 
-        Raises InvalidPlan for a level, span or rectangle that does not exist
-        or is too large, passthrough.NoStoredTiles for a level without stored
-        tiles, and as render() does.
+        Raises InvalidPlan for a level, span, rectangle or set of cells that
+        does not exist or is too large, passthrough.NoStoredTiles for a level
+        without stored tiles, and as render() does.
         """
-        span = rect.span or 1
+        span = selection.span or 1
         if not 1 <= span <= stored_tiles.MAX_SPAN:
             raise InvalidPlan(f"span: from 1 to {stored_tiles.MAX_SPAN} stored tiles a side")
-        area = rect.columns * rect.rows * span * span
-        if rect.columns < 1 or rect.rows < 1 or area > MAX_STORED_TILES:
+        if isinstance(selection, TileRect):
+            if selection.columns < 1 or selection.rows < 1:
+                raise InvalidPlan("columns, rows: at least 1x1 groups")
+        elif not selection.cells:
+            raise InvalidPlan("cells: at least one group")
+        if selection.stored_tiles > MAX_STORED_TILES:
             raise InvalidPlan(
-                f"columns, rows: from 1x1 to {MAX_STORED_TILES} stored tiles in all "
-                "(columns x rows x span x span)"
+                f"at most {MAX_STORED_TILES} stored tiles in all "
+                "(columns x rows, or cells, x span x span)"
             )
         obj = await self._source.open(identifier)
         try:
             stat = obj.stat
             _check_version(identifier, stat, expected_version)
             info = await self._info(obj)
-            if rect.level >= len(info.levels):
+            if selection.level >= len(info.levels):
                 raise InvalidPlan(f"level: the image has {len(info.levels)} levels")
-            level = info.levels[rect.level]
+            level = info.levels[selection.level]
             cost = _STORED_TILES_COST + stored_tiles.working_bytes(
                 level.tile_width, level.tile_height, span
             )
+            key = (stat.key, stat.version)
             async with self._admission.slot(cost):
-                tiles = await self._run(
-                    stored_tiles.read_stored_tiles,
-                    obj.reader,
-                    info,
-                    (stat.key, stat.version),
-                    rect.level,
-                    span,
-                    range(rect.column, rect.column + rect.columns),
-                    range(rect.row, rect.row + rect.rows),
-                    MAX_STORED_TILE_BYTES,
-                )
+                if isinstance(selection, TileRect):
+                    tiles = await self._run(
+                        stored_tiles.read_stored_tiles,
+                        obj.reader,
+                        info,
+                        key,
+                        selection.level,
+                        span,
+                        range(selection.column, selection.column + selection.columns),
+                        range(selection.row, selection.row + selection.rows),
+                        MAX_STORED_TILE_BYTES,
+                    )
+                else:
+                    tiles = await self._run(
+                        stored_tiles.read_stored_groups,
+                        obj.reader,
+                        info,
+                        key,
+                        selection.level,
+                        span,
+                        selection.cells,
+                        MAX_STORED_TILE_BYTES,
+                    )
         finally:
             obj.reader.close()
         return StoredTiles(stat, "image/jpeg", tiles)

@@ -27,7 +27,9 @@ from decoder.service import (
     Description,
     ImageService,
     SourceTooLarge,
+    TileCells,
     TileRect,
+    TileSelection,
     VersionMismatch,
 )
 from decoder.sources.base import InvalidIdentifier, ObjectNotFound, SourceUnavailable
@@ -238,17 +240,25 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         self, request: pb.StoredTilesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StoredTile]:
         with _observed("StoredTiles", context, request.identifier) as outcome:
-            rect = TileRect(
-                request.level,
-                request.column,
-                request.row,
-                request.columns,
-                request.rows,
-                request.span,
-            )
+            selection: TileSelection
+            if request.cells:
+                selection = TileCells(
+                    request.level,
+                    tuple((cell.column, cell.row) for cell in request.cells),
+                    request.span,
+                )
+            else:
+                selection = TileRect(
+                    request.level,
+                    request.column,
+                    request.row,
+                    request.columns,
+                    request.rows,
+                    request.span,
+                )
             try:
                 found = await self._service.stored_tiles(
-                    request.identifier, rect, request.expected_version
+                    request.identifier, selection, request.expected_version
                 )
             except Exception as exc:
                 await _abort(context, exc, "StoredTiles", request.identifier, outcome)

@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -335,6 +335,30 @@ class DecoderClient:
             expected_version=expected_version,
             span=batch.span,
         )
+        return await self._stored_tiles(request, expected_version)
+
+    async def stored_cells(
+        self,
+        identifier: str,
+        level: int,
+        span: int,
+        cells: Sequence[tuple[int, int]],
+        expected_version: str,
+    ) -> StoredTiles:
+        """As stored_tiles, for chosen groups (column, row) of the level's
+        grid of `span` x `span` groups rather than a rectangle of them."""
+        request = pb.StoredTilesRequest(
+            identifier=identifier,
+            level=level,
+            span=span,
+            cells=[pb.GridCell(column=column, row=row) for column, row in cells],
+            expected_version=expected_version,
+        )
+        return await self._stored_tiles(request, expected_version)
+
+    async def _stored_tiles(
+        self, request: pb.StoredTilesRequest, expected_version: str
+    ) -> StoredTiles:
         index = self._pick()
         found = StoredTiles(expected_version, {})
         try:

@@ -9,16 +9,24 @@ gateway/tile_grid.py), answers with its tile and puts the others in the
 render cache under the keys the viewer's next requests will look for.
 Requests for a tile of a batch in flight wait for that batch rather than
 asking again. Edge tiles and groups of stored tiles (a viewer's larger
-tiles), which the decoder joins, come through the same call one at a time.
+tiles), which the decoder joins, are fetched one by one, never on
+speculation; those asked for together share a call (gateway/group_gathering.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 from gateway import metrics
-from gateway.decoder_client import DecoderClient, ImageDescription, StaleDescription
+from gateway.decoder_client import (
+    DecoderClient,
+    ImageDescription,
+    StaleDescription,
+    StoredTiles,
+)
 from gateway.errors import GatewayError, Overloaded
+from gateway.group_gathering import Cell, GroupGathering
 from gateway.iiif.canonical import canonical_path
 from gateway.iiif.types import (
     ApiVersion,
@@ -34,6 +42,9 @@ from gateway.single_flight import SingleFlight
 from gateway.tile_grid import TileBatch, batch_around, stored_tile, tile_plan
 
 _BatchKey = tuple[str, str, TileBatch]  # identifier, version, batch
+# The decoder's limit on the stored tiles under one call's groups
+# (MAX_STORED_TILES in decoder/service.py).
+MAX_STORED_TILES = 256
 # What a request's cache keys depend on besides the tile: its API version
 # (canonical forms differ), quality name and format.
 _Form = tuple[ApiVersion, Quality, Format]
@@ -64,6 +75,24 @@ class StoredTileBatcher:
         self._side = side
         self._limits = limits
         self._inflight: SingleFlight[_BatchKey, _Fetched] = SingleFlight()
+        self._gathering = GroupGathering(self._fetch_cells, MAX_STORED_TILES)
+
+    async def _fetch_cells(
+        self, identifier: str, level: int, span: int, cells: Sequence[Cell], version: str
+    ) -> StoredTiles:
+        return await self._counted(
+            self._client.stored_cells(identifier, level, span, cells, version)
+        )
+
+    @staticmethod
+    async def _counted(call: Awaitable[StoredTiles]) -> StoredTiles:
+        try:
+            stored = await call
+        except GatewayError:
+            metrics.STORED_TILE_BATCHES.labels("error").inc()
+            raise
+        metrics.STORED_TILE_BATCHES.labels("ok").inc()
+        return stored
 
     async def fetch(
         self, parsed: ImageRequest, desc: ImageDescription, plan: RenderPlan
@@ -95,12 +124,18 @@ class StoredTileBatcher:
     async def _fetch(
         self, parsed: ImageRequest, desc: ImageDescription, like: RenderPlan, batch: TileBatch
     ) -> _Fetched:
-        try:
-            stored = await self._client.stored_tiles(parsed.identifier, batch, desc.version)
-        except GatewayError:
-            metrics.STORED_TILE_BATCHES.labels("error").inc()
-            raise
-        metrics.STORED_TILE_BATCHES.labels("ok").inc()
+        if (batch.columns, batch.rows) == (1, 1):
+            cell = (batch.column, batch.row)
+            gathered = await self._gathering.fetch(
+                parsed.identifier, desc.version, batch.level, batch.span, cell
+            )
+            # The others' groups are theirs to keep.
+            mine = {cell: gathered.tiles[cell]} if cell in gathered.tiles else {}
+            stored = StoredTiles(gathered.version, mine)
+        else:
+            stored = await self._counted(
+                self._client.stored_tiles(parsed.identifier, batch, desc.version)
+            )
         fetched = _Fetched(
             stored.version,
             {place: CachedRender(*got) for place, got in stored.tiles.items()},

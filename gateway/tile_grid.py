@@ -12,8 +12,9 @@ and keeps them (see gateway/tile_batches.py).
 A render of a group of `span` x `span` stored tiles at the level's own scale
 (a viewer asking for 512 px tiles over 256 px stored ones) or of an edge
 tile of a level is cheap too: the decoder joins the stored tiles under it
-without decoding them. Each costs a join, so those come one a call, not in
-batches (see batch_around).
+without decoding them. Each costs a join, so those are not fetched on
+speculation (see batch_around); those asked for together still share a call
+(gateway/group_gathering.py).
 
 The mappings are the decoder's (`tile_for` in decoder/pipeline/passthrough.py
 for whole tiles, `mosaic_box` in decoder/pipeline/mosaic.py for groups); a

@@ -1,8 +1,8 @@
-"""A rectangle of a TIFF level's stored tiles at once (the StoredTiles RPC),
-each answered without decoding: one call where a viewer's neighbouring tiles
-would otherwise each pay a round trip through both services.
+"""A rectangle, or chosen cells, of a TIFF level's stored tiles at once (the
+StoredTiles RPC), each answered without decoding: one call where a viewer's
+neighbouring tiles would otherwise each pay a round trip through both services.
 
-The rectangle is counted in a grid of `span` x `span` groups of stored tiles:
+Both are counted in a grid of `span` x `span` groups of stored tiles:
 span 1 is the stored grid itself; span 2 over 256 px stored tiles is the
 grid of a viewer asking for 512 px tiles. Each group is answered with the
 very bytes a render of its box at the level's own scale returns:
@@ -18,6 +18,7 @@ Groups that cannot be answered so are left out: the caller renders those.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, Protocol
 
 from decoder import metrics
@@ -88,9 +89,37 @@ def read_stored_tiles(
 ) -> list[tuple[int, int, bytes]]:
     """(column, row, stand-alone JPEG) for the groups of `span` x `span`
     stored tiles of level `level_index` in `columns` x `rows` (clipped to the
-    group grid), row by row. Leaves out groups that cannot be answered
-    without decoding and those past `max_bytes` of answer (or of twice that
-    in tiles read).
+    group grid), row by row; otherwise as :func:`read_stored_groups`."""
+    grid = _grid(info, level_index, span)
+    across, down = grid if grid is not None else (0, 0)
+    cells = [
+        (column, row)
+        for row in range(max(0, rows.start), min(down, rows.stop))
+        for column in range(max(0, columns.start), min(across, columns.stop))
+    ]
+    return read_stored_groups(reader, info, cache_key, level_index, span, cells, max_bytes)
+
+
+def _grid(info: ImageInfo, level_index: int, span: int) -> tuple[int, int] | None:
+    if not 0 <= level_index < len(info.levels):
+        return None
+    return group_grid(info.levels[level_index], span)
+
+
+def read_stored_groups(
+    reader: ByteReader,
+    info: ImageInfo,
+    cache_key: tuple[str, str],
+    level_index: int,
+    span: int,
+    cells: Sequence[tuple[int, int]],
+    max_bytes: int,
+) -> list[tuple[int, int, bytes]]:
+    """(column, row, stand-alone JPEG) for the groups of `span` x `span`
+    stored tiles of level `level_index` at `cells` (column, row in the grid
+    of groups), in that order, each once; cells outside the grid are
+    skipped. Leaves out groups that cannot be answered without decoding and
+    those past `max_bytes` of answer (or of twice that in tiles read).
     Tiles close together in the file are read at once, announced first to
     readers that take hints (S3: a few coalesced GETs, not one per tile).
 
@@ -107,16 +136,17 @@ def read_stored_tiles(
     joinable = jpeg_mosaic.available()
     # Per group: None for a whole stored tile sent as it is, else the tiles to join.
     groups: list[tuple[int, int, mosaic.TileSpan | None]] = []
-    for row in range(max(0, rows.start), min(down, rows.stop)):
-        for column in range(max(0, columns.start), min(across, columns.stop)):
-            box = group_box(level, span, column, row)
-            assert box is not None
-            if span == 1 and (box.width, box.height) == (level.tile_width, level.tile_height):
-                groups.append((column, row, None))
-                continue
-            tiles = mosaic.tile_span(level.tile_width, level.tile_height, box) if joinable else None
-            if tiles is not None:
-                groups.append((column, row, tiles))
+    for column, row in dict.fromkeys(cells):
+        if not (0 <= column < across and 0 <= row < down):
+            continue
+        box = group_box(level, span, column, row)
+        assert box is not None
+        if span == 1 and (box.width, box.height) == (level.tile_width, level.tile_height):
+            groups.append((column, row, None))
+            continue
+        tiles = mosaic.tile_span(level.tile_width, level.tile_height, box) if joinable else None
+        if tiles is not None:
+            groups.append((column, row, tiles))
     # Group by group, so that the read cap ends at a group; tiles next to
     # each other in the file are still read at once (a group's rows apart).
     needed = list(

@@ -394,6 +394,29 @@ def test_stored_tiles_with_the_current_version(stub: decoder_pb2_grpc.DecoderStu
     assert len({t.data for t in tiles}) == len(tiles)
 
 
+def test_stored_tiles_of_chosen_cells(stub: decoder_pb2_grpc.DecoderStub) -> None:
+    """Cells instead of a rectangle: those groups, in the order asked, each
+    once, cells past the grid skipped; the same bytes as the rectangle's."""
+    rectangle = {
+        (t.column, t.row): t.data
+        for t in stored_tiles(
+            stub, identifier="sample-pyramid", span=2, columns=4, rows=4, expected_version=""
+        )
+    }
+    asked = [(2, 1), (0, 0), (9, 9), (2, 1), (1, 1)]
+
+    tiles = stored_tiles(
+        stub,
+        identifier="sample-pyramid",
+        span=2,
+        cells=[pb.GridCell(column=c, row=r) for c, r in asked],
+    )
+
+    assert [(t.column, t.row) for t in tiles] == [(2, 1), (0, 0), (1, 1)]
+    for t in tiles:
+        assert t.data == rectangle[(t.column, t.row)]
+
+
 def test_stored_tiles_level_just_past_the_last(stub: decoder_pb2_grpc.DecoderStub) -> None:
     desc = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
     last = len(desc.levels) - 1
@@ -427,6 +450,14 @@ def test_stored_tiles_level_just_past_the_last(stub: decoder_pb2_grpc.DecoderStu
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
         ({"identifier": "sample-pyramid", "span": 5}, grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            {
+                "identifier": "sample-pyramid",
+                "span": 2,
+                "cells": [pb.GridCell(column=c, row=r) for c in range(5) for r in range(13)],
+            },
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
         ({"identifier": "sample-tiled"}, grpc.StatusCode.FAILED_PRECONDITION),
         ({"identifier": "sample-photo"}, grpc.StatusCode.FAILED_PRECONDITION),
         (
@@ -443,6 +474,7 @@ def test_stored_tiles_level_just_past_the_last(stub: decoder_pb2_grpc.DecoderStu
         "257-tiles",
         "288-tiles-in-groups",
         "span-5",
+        "260-tiles-in-cells",
         "jp2",
         "jpeg",
         "stale-version",

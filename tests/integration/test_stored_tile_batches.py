@@ -44,6 +44,7 @@ PYRAMID_IDS = (
     "batch-others",
     "batch-swapped",
     "batch-burst",
+    "batch-gathered",
 )
 # The same geometry with other pixels: what batch-swapped becomes.
 REPLACEMENT_ID = "batch-replacement"
@@ -340,7 +341,8 @@ def group_path(identifier: str, scale: int, column: int, row: int, side: int) ->
 
 def test_edge_tiles_and_larger_tiles_are_fetched_alone(stacks: Stacks) -> None:
     """Edge tiles and groups of stored tiles cost the decoder a mosaic each,
-    so they come one a call, through StoredTiles (not rendered)."""
+    so they are never fetched on speculation: asked for one by one, they
+    come one a call, through StoredTiles (not rendered)."""
     identifier = "batch-edges"
     # Partial tiles of level 0 as a viewer asks for them: the right column
     # (76 px wide) and the corner (76 x 4); stored padded past the image,
@@ -391,6 +393,50 @@ def test_edge_tiles_and_larger_tiles_are_fetched_alone(stacks: Stacks) -> None:
         "cache_misses": len(rendered) + 1,
         "cache_hits": len(square) - 1,
         "render_rpcs": len(rendered),
+    }
+
+
+def test_larger_tiles_asked_for_together_are_answered_right(stacks: Stacks) -> None:
+    """A viewer's burst of tiles larger than the stored ones: those that
+    reach the gateway together share StoredTiles calls (gathered by cell);
+    each answer is still exactly its own group's, and none is rendered."""
+    identifier = "batch-gathered"
+    groups = [group_path(identifier, 1, c, r, 2 * TILE) for r in range(4) for c in range(5)]
+    expected = references(stacks, groups)
+    # Describe it first, so the burst does not wait on one Describe together.
+    assert stacks.http.get(f"{stacks.batched}/iiif/3/{identifier}/info.json").status_code == 200
+    before = counters(stacks)
+
+    async def fetch_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=stacks.batched, timeout=30) as client:
+            return await asyncio.gather(*(client.get(path) for path in groups))
+
+    responses = asyncio.run(fetch_all())
+    assert [r.status_code for r in responses] == [200] * len(groups)
+    for path, resp in zip(groups, responses, strict=True):
+        assert resp.content == expected[path], path
+    changed = deltas(stacks, before)
+    assert changed["render_rpcs"] == 0
+    assert changed["batches_error"] == 0
+    # How many calls depends on how the requests fell into the gateway's
+    # turns (2 to 5 calls for these 20 in trials); never more than one each.
+    assert 1 <= changed["stored_tiles_rpcs"] <= len(groups)
+    assert changed["batches_ok"] == changed["stored_tiles_rpcs"]
+
+    async def ask_for_cells() -> dict[tuple[int, int], bytes]:
+        client = DecoderClient(stacks.decoder_target, 30.0, 1, 16, 60.0, channels=1)
+        await client.start()
+        try:
+            stored = await client.stored_cells(identifier, 0, 2, [(4, 3), (0, 0), (2, 1)], "")
+        finally:
+            await client.close()
+        return {cell: data for cell, (_type, data) in stored.tiles.items()}
+
+    # The call the gathering makes, made directly: the groups asked for.
+    assert asyncio.run(ask_for_cells()) == {
+        (4, 3): expected[group_path(identifier, 1, 4, 3, 2 * TILE)],
+        (0, 0): expected[group_path(identifier, 1, 0, 0, 2 * TILE)],
+        (2, 1): expected[group_path(identifier, 1, 2, 1, 2 * TILE)],
     }
 
 

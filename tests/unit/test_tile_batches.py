@@ -5,6 +5,7 @@ answers the test releases: the orderings the integration tests cannot force
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -45,7 +46,23 @@ class GatedClient:
     def __init__(self, error: Exception | None = None) -> None:
         self.gate = asyncio.Event()
         self.calls: list[TileBatch] = []
+        self.cell_calls: list[tuple[int, int, tuple[tuple[int, int], ...]]] = []
         self.error = error
+
+    async def stored_cells(
+        self,
+        identifier: str,
+        level: int,
+        span: int,
+        cells: Sequence[tuple[int, int]],
+        expected_version: str,
+    ) -> StoredTiles:
+        self.cell_calls.append((level, span, tuple(cells)))
+        await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        answers = {(c, r): ("image/jpeg", f"{level}:{span}:{c},{r}".encode()) for c, r in cells}
+        return StoredTiles(expected_version, answers)
 
     async def stored_tiles(
         self, identifier: str, batch: TileBatch, expected_version: str
@@ -88,7 +105,7 @@ def cache() -> RenderCache:
 
 def batcher(client: GatedClient, cache: RenderCache) -> StoredTileBatcher:
     return StoredTileBatcher(
-        client,  # type: ignore[arg-type]  # only stored_tiles is called
+        client,  # type: ignore[arg-type]  # only stored_tiles and stored_cells are called
         cache,
         4,
         LIMITS,
@@ -216,3 +233,37 @@ def test_the_client_type_is_the_real_one() -> None:
     real = inspect.signature(DecoderClient.stored_tiles)
     fake = inspect.signature(GatedClient.stored_tiles)
     assert list(real.parameters) == list(fake.parameters)
+
+
+def test_larger_tiles_asked_for_together_share_one_call_and_keep_only_their_own(
+    cache: RenderCache,
+) -> None:
+    """Groups of 2 x 2 stored tiles (a viewer's 512 px tiles) are never
+    fetched on speculation, but those asked for in one turn of the loop go
+    in one call; each request gets its group, and nothing else is cached."""
+
+    async def scenario() -> None:
+        client = GatedClient()
+        client.gate.set()
+        tiles = batcher(client, cache)
+        asked = [
+            request(f"img/{x},{y},512,512/512,512/0/default.jpg", ApiVersion.V3)
+            for x, y in ((512, 0), (0, 0), (0, 512))
+        ]
+        got = await asyncio.gather(*(tiles.fetch(parsed, DESC, plan) for parsed, plan in asked))
+        assert client.calls == []
+        assert client.cell_calls == [(0, 2, ((0, 0), (1, 0), (0, 1)))]
+        assert [g.data if g is not None else None for g in got] == [
+            b"0:2:1,0",
+            b"0:2:0,0",
+            b"0:2:0,1",
+        ]
+        # Each group is kept under its request's key, and nothing more.
+        for parsed, plan in asked:
+            assert cache.get(key(parsed, plan)) is not None
+        assert cache.size_bytes == sum(len(g.data) for g in got if g is not None)
+        later = request("img/512,512,512,512/512,512/0/default.jpg", ApiVersion.V3)
+        assert (await tiles.fetch(later[0], DESC, later[1])) is not None
+        assert client.cell_calls[1:] == [(0, 2, ((1, 1),))], "a later turn, a call of its own"
+
+    asyncio.run(scenario())

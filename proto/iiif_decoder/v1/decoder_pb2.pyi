@@ -412,6 +412,7 @@ class StoredTilesRequest(_message.Message):
     ROWS_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     SPAN_FIELD_NUMBER: _builtins.int
+    CELLS_FIELD_NUMBER: _builtins.int
     identifier: _builtins.str
     level: _builtins.int
     """Index into DescribeResponse.levels."""
@@ -426,6 +427,12 @@ class StoredTilesRequest(_message.Message):
     """As in RenderRequest: ABORTED unless the source still has this version."""
     span: _builtins.int
     """Stored tiles per side of a group, 1 to 4; 0 means 1 (the stored grid)."""
+    @_builtins.property
+    def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___GridCell]:
+        """When not empty: these groups instead of the rectangle (column, row,
+        columns and rows are then ignored).
+        """
+
     def __init__(
         self,
         *,
@@ -437,14 +444,39 @@ class StoredTilesRequest(_message.Message):
         rows: _builtins.int = ...,
         expected_version: _builtins.str = ...,
         span: _builtins.int = ...,
+        cells: _abc.Iterable[Global___GridCell] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "columns", b"columns", "expected_version", b"expected_version", "identifier", b"identifier", "level", b"level", "row", b"row", "rows", b"rows", "span", b"span"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "column", b"column", "columns", b"columns", "expected_version", b"expected_version", "identifier", b"identifier", "level", b"level", "row", b"row", "rows", b"rows", "span", b"span"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StoredTilesRequest: _TypeAlias = StoredTilesRequest  # noqa: Y015
+
+@_typing.final
+class GridCell(_message.Message):
+    """A group's place in a level's grid of groups of stored tiles."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMN_FIELD_NUMBER: _builtins.int
+    ROW_FIELD_NUMBER: _builtins.int
+    column: _builtins.int
+    row: _builtins.int
+    def __init__(
+        self,
+        *,
+        column: _builtins.int = ...,
+        row: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "row", b"row"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GridCell: _TypeAlias = GridCell  # noqa: Y015
 
 @_typing.final
 class StoredTile(_message.Message):

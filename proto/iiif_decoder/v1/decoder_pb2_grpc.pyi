@@ -67,11 +67,14 @@ class DecoderStub:
     level, stored padded past it, are joined the same way and cropped to
     the level.
 
-    Asks for a rectangle of the level's grid of groups, clipped to the grid
-    (at most 256 stored tiles under it); answers one StoredTile per group,
-    row by row. Groups that cannot be sent without decoding are left out,
-    and so are those past 3 MiB of answer in all: render those. Errors as
-    for Render; FAILED_PRECONDITION for a level without stored tiles.
+    Asks for a rectangle of the level's grid of groups, clipped to the grid,
+    answered row by row; or, when `cells` is set, for exactly those groups
+    (a caller gathering requests for groups here and there), answered in
+    the order asked, each once, cells outside the grid skipped. At most 256
+    stored tiles under the groups asked for, either way; one StoredTile per
+    group. Groups that cannot be sent without decoding are left out, and so
+    are those past 3 MiB of answer in all: render those. Errors as for
+    Render; FAILED_PRECONDITION for a level without stored tiles.
     """
 
 @_typing.type_check_only
@@ -109,11 +112,14 @@ class DecoderAsyncStub(DecoderStub):
     level, stored padded past it, are joined the same way and cropped to
     the level.
 
-    Asks for a rectangle of the level's grid of groups, clipped to the grid
-    (at most 256 stored tiles under it); answers one StoredTile per group,
-    row by row. Groups that cannot be sent without decoding are left out,
-    and so are those past 3 MiB of answer in all: render those. Errors as
-    for Render; FAILED_PRECONDITION for a level without stored tiles.
+    Asks for a rectangle of the level's grid of groups, clipped to the grid,
+    answered row by row; or, when `cells` is set, for exactly those groups
+    (a caller gathering requests for groups here and there), answered in
+    the order asked, each once, cells outside the grid skipped. At most 256
+    stored tiles under the groups asked for, either way; one StoredTile per
+    group. Groups that cannot be sent without decoding are left out, and so
+    are those past 3 MiB of answer in all: render those. Errors as for
+    Render; FAILED_PRECONDITION for a level without stored tiles.
     """
 
 class DecoderServicer(metaclass=_abc_1.ABCMeta):
@@ -166,11 +172,14 @@ class DecoderServicer(metaclass=_abc_1.ABCMeta):
         level, stored padded past it, are joined the same way and cropped to
         the level.
 
-        Asks for a rectangle of the level's grid of groups, clipped to the grid
-        (at most 256 stored tiles under it); answers one StoredTile per group,
-        row by row. Groups that cannot be sent without decoding are left out,
-        and so are those past 3 MiB of answer in all: render those. Errors as
-        for Render; FAILED_PRECONDITION for a level without stored tiles.
+        Asks for a rectangle of the level's grid of groups, clipped to the grid,
+        answered row by row; or, when `cells` is set, for exactly those groups
+        (a caller gathering requests for groups here and there), answered in
+        the order asked, each once, cells outside the grid skipped. At most 256
+        stored tiles under the groups asked for, either way; one StoredTile per
+        group. Groups that cannot be sent without decoding are left out, and so
+        are those past 3 MiB of answer in all: render those. Errors as for
+        Render; FAILED_PRECONDITION for a level without stored tiles.
         """
 
 def add_DecoderServicer_to_server(servicer: DecoderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
