@@ -40,7 +40,8 @@ RENDER_CACHE = Counter(
 
 STORED_TILE_BATCHES = Counter(
     "iiif_gateway_stored_tile_batches_total",
-    "Calls fetching a square of stored tiles around a missed one, by outcome",
+    "Decoder calls fetching stored tiles (the square around a missed tile, or "
+    "groups asked for together), by outcome",
     ["outcome"],
 )
 
