@@ -2,7 +2,8 @@
 
 Shutdown follows gRPC's graceful pattern: health turns NOT_SERVING so load
 balancers stop sending, new calls are refused, in-flight calls get
-`grace_period_s` to finish.
+`grace_period_s` to finish (streamed answers keep their call open a moment
+after their last message, so callers read it before connections close).
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ def process_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+# How long a streamed answer's call stays open after its last message while
+# the server drains (see DecoderServicer._linger_if_draining); at most a
+# quarter of the grace period, so the calls still end within it.
+DRAIN_LINGER_S = 1.0
+
+
 async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
     """Run one decoder process until SIGTERM or SIGINT, then drain and stop.
 
@@ -157,6 +164,7 @@ async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
         ]
     server = grpc.aio.server(options=options)
     service = build_service(settings, executor, source)
+    draining = asyncio.Event()
     decoder_pb2_grpc.add_DecoderServicer_to_server(
         DecoderServicer(
             service,
@@ -164,6 +172,8 @@ async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
             jpeg_quality=settings.jpeg_quality,
             max_output_pixels=settings.max_output_pixels,
             decoder_id=process_id(),
+            draining=draining,
+            drain_linger_s=min(DRAIN_LINGER_S, settings.grace_period_s / 4),
         ),
         server,
     )
@@ -193,6 +203,7 @@ async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
     await stop.wait()
 
     log.info("decoder draining", grace_s=settings.grace_period_s)
+    draining.set()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_period_s)
     sampler.cancel()

@@ -182,12 +182,25 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         jpeg_quality: int,
         max_output_pixels: int,
         decoder_id: str = "",
+        draining: asyncio.Event | None = None,
+        drain_linger_s: float = 0.0,
     ) -> None:
         self._service = service
         self._decoder_id = decoder_id
         self._chunk_bytes = chunk_bytes
         self._jpeg_quality = jpeg_quality
         self._max_output_pixels = max_output_pixels
+        self._draining = draining
+        self._drain_linger_s = drain_linger_s
+
+    async def _linger_if_draining(self) -> None:
+        """While the server drains, a streamed answer's call stays open a
+        moment after its last message: the server closes its connections as
+        soon as the last call ends, and a caller that had not read the tail
+        yet (seen under load: a 1 MB render cut after its header) would lose
+        it to the reset."""
+        if self._draining is not None and self._draining.is_set() and self._drain_linger_s > 0:
+            await asyncio.sleep(self._drain_linger_s)
 
     async def Describe(
         self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
@@ -235,6 +248,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         data = memoryview(rendered.data)
         for start in range(0, len(data), self._chunk_bytes):
             yield pb.RenderChunk(data=bytes(data[start : start + self._chunk_bytes]))
+        await self._linger_if_draining()
 
     async def StoredTiles(
         self, request: pb.StoredTilesRequest, context: grpc.aio.ServicerContext
@@ -272,6 +286,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                     version=found.stat.version,
                     decoder_id=self._decoder_id,
                 )
+            await self._linger_if_draining()
 
 
 @dataclass(slots=True)
