@@ -236,6 +236,40 @@ def test_request_id_travels_to_the_decoder_logs(http: httpx.Client, stack: Stack
     assert all(line["code"] == "OK" for line in lines)
 
 
+def test_info_json_follows_a_changed_image_and_the_asking_host(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The gateway keeps built info.json documents: never one of an old
+    version of the image, nor one made for another host."""
+    gateway, port = start_gateway(
+        stack.decoder_target, tmp_path, "gateway-info", {"IIIF_GATEWAY_DESCRIBE_CACHE_TTL_S": "1"}
+    )
+    image = stack.image_root / "info-changes.png"
+    pyvips.Image.black(300, 200).write_to_file(str(image))
+    url = f"http://127.0.0.1:{port}/iiif/3/info-changes/info.json"
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "images.example.org"}
+    try:
+        first = httpx.get(url, timeout=30).json()
+        other_host = httpx.get(url, headers=forwarded, timeout=30).json()
+        again = httpx.get(url, timeout=30).json()
+        assert first == again
+        assert other_host["id"] == "https://images.example.org/iiif/3/info-changes"
+        assert first["id"] == f"http://127.0.0.1:{port}/iiif/3/info-changes"
+        assert (first["width"], first["height"]) == (300, 200)
+
+        pyvips.Image.black(400, 250).write_to_file(str(image))
+        deadline = time.monotonic() + 10
+        width = 300
+        while time.monotonic() < deadline and width == 300:
+            time.sleep(0.2)
+            changed = httpx.get(url, timeout=30).json()
+            width = changed["width"]
+        assert (changed["width"], changed["height"]) == (400, 250)
+    finally:
+        processes.stop(gateway)
+        image.unlink()
+
+
 def test_render_cache_serves_repeats_and_never_stale(stack: Stack, tmp_path: Path) -> None:
     gateway, port = start_gateway(
         stack.decoder_target,
