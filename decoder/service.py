@@ -212,31 +212,26 @@ class ImageService:
             cost = _STORED_TILES_COST + stored_tiles.working_bytes(
                 level.tile_width, level.tile_height, span
             )
-            key = (stat.key, stat.version)
+            if isinstance(selection, TileRect):
+                cells = stored_tiles.rectangle_cells(
+                    level,
+                    span,
+                    range(selection.column, selection.column + selection.columns),
+                    range(selection.row, selection.row + selection.rows),
+                )
+            else:
+                cells = list(selection.cells)
             async with self._admission.slot(cost):
-                if isinstance(selection, TileRect):
-                    tiles = await self._run(
-                        stored_tiles.read_stored_tiles,
-                        obj.reader,
-                        info,
-                        key,
-                        selection.level,
-                        span,
-                        range(selection.column, selection.column + selection.columns),
-                        range(selection.row, selection.row + selection.rows),
-                        MAX_STORED_TILE_BYTES,
-                    )
-                else:
-                    tiles = await self._run(
-                        stored_tiles.read_stored_groups,
-                        obj.reader,
-                        info,
-                        key,
-                        selection.level,
-                        span,
-                        selection.cells,
-                        MAX_STORED_TILE_BYTES,
-                    )
+                tiles = await self._run(
+                    stored_tiles.read_stored_groups,
+                    obj.reader,
+                    info,
+                    (stat.key, stat.version),
+                    selection.level,
+                    span,
+                    cells,
+                    MAX_STORED_TILE_BYTES,
+                )
         finally:
             obj.reader.close()
         return StoredTiles(stat, "image/jpeg", tiles)

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+# Re-exported: tests pick ports with the benchmark's helpers (one copy).
+from bench.procs import free_port as free_port
+from bench.procs import free_ports as free_ports
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` different TCP ports on 127.0.0.1 that were free a moment ago.
-
-    All are held open until all are chosen: separate free_port() calls may
-    return the same port twice, and a server given it twice fails to bind.
-    """
-    with contextlib.ExitStack() as stack:
-        socks = [
-            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            for _ in range(count)
-        ]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def start(module: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:

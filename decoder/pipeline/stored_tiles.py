@@ -29,6 +29,8 @@ from decoder.pipeline.passthrough import NoStoredTiles
 from decoder.plan import Box
 from decoder.sources.base import ByteReader
 
+Cell = tuple[int, int]  # column, row in a level's grid of groups
+
 # Up to 4 x 4 stored tiles per group: as many as one mosaic joins.
 MAX_SPAN: Final = 4
 assert MAX_SPAN * MAX_SPAN <= mosaic.MAX_MOSAIC_TILES
@@ -77,6 +79,17 @@ def working_bytes(tile_width: int, tile_height: int, span: int) -> int:
     return 6 * pixels
 
 
+def rectangle_cells(level: TiledLevel, span: int, columns: range, rows: range) -> list[Cell]:
+    """The cells of `columns` x `rows` in the level's grid of `span` x `span`
+    groups, clipped to the grid, row by row. Pure."""
+    across, down = group_grid(level, span)
+    return [
+        (column, row)
+        for row in range(max(0, rows.start), min(down, rows.stop))
+        for column in range(max(0, columns.start), min(across, columns.stop))
+    ]
+
+
 def read_stored_tiles(
     reader: ByteReader,
     info: ImageInfo,
@@ -90,20 +103,8 @@ def read_stored_tiles(
     """(column, row, stand-alone JPEG) for the groups of `span` x `span`
     stored tiles of level `level_index` in `columns` x `rows` (clipped to the
     group grid), row by row; otherwise as :func:`read_stored_groups`."""
-    grid = _grid(info, level_index, span)
-    across, down = grid if grid is not None else (0, 0)
-    cells = [
-        (column, row)
-        for row in range(max(0, rows.start), min(down, rows.stop))
-        for column in range(max(0, columns.start), min(across, columns.stop))
-    ]
+    cells = rectangle_cells(info.levels[level_index], span, columns, rows)
     return read_stored_groups(reader, info, cache_key, level_index, span, cells, max_bytes)
-
-
-def _grid(info: ImageInfo, level_index: int, span: int) -> tuple[int, int] | None:
-    if not 0 <= level_index < len(info.levels):
-        return None
-    return group_grid(info.levels[level_index], span)
 
 
 def read_stored_groups(
@@ -112,7 +113,7 @@ def read_stored_groups(
     cache_key: tuple[str, str],
     level_index: int,
     span: int,
-    cells: Sequence[tuple[int, int]],
+    cells: Sequence[Cell],
     max_bytes: int,
 ) -> list[tuple[int, int, bytes]]:
     """(column, row, stand-alone JPEG) for the groups of `span` x `span`
