@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Final
 
 import grpc
 import structlog
@@ -277,7 +278,13 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
             except Exception as exc:
                 await _abort(context, exc, "StoredTiles", request.identifier, outcome)
                 raise
-            for column, row, data in found.tiles:
+            messages = (
+                packed_messages(found.tiles, PACKED_MESSAGE_BYTES)
+                if request.packed
+                else [[tile] for tile in found.tiles]
+            )
+            for tiles in messages:
+                (column, row, data), *more = tiles
                 yield pb.StoredTile(
                     column=column,
                     row=row,
@@ -285,8 +292,36 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                     data=data,
                     version=found.stat.version,
                     decoder_id=self._decoder_id,
+                    more=[
+                        pb.StoredTile(
+                            column=column, row=row, content_type=found.content_type, data=data
+                        )
+                        for column, row, data in more
+                    ],
                 )
             await self._linger_if_draining()
+
+
+# A packed StoredTiles message holds groups up to this many bytes (at least
+# one, whatever its size): far below the 4 MiB a message may carry.
+PACKED_MESSAGE_BYTES: Final = 1 << 20
+
+
+def packed_messages(
+    tiles: Sequence[tuple[int, int, bytes]], max_bytes: int
+) -> list[list[tuple[int, int, bytes]]]:
+    """`tiles` in order, cut into runs of at most `max_bytes` of data (a
+    tile larger than that alone): one run per packed message. Pure."""
+    messages: list[list[tuple[int, int, bytes]]] = []
+    size = 0
+    for tile in tiles:
+        if messages and size + len(tile[2]) <= max_bytes:
+            messages[-1].append(tile)
+            size += len(tile[2])
+        else:
+            messages.append([tile])
+            size = len(tile[2])
+    return messages
 
 
 @dataclass(slots=True)

@@ -334,6 +334,7 @@ class DecoderClient:
             rows=batch.rows,
             expected_version=expected_version,
             span=batch.span,
+            packed=True,
         )
         return await self._stored_tiles(request, expected_version)
 
@@ -353,6 +354,7 @@ class DecoderClient:
             span=span,
             cells=[pb.GridCell(column=column, row=row) for column, row in cells],
             expected_version=expected_version,
+            packed=True,
         )
         return await self._stored_tiles(request, expected_version)
 
@@ -367,6 +369,8 @@ class DecoderClient:
             ):
                 found.version = tile.version
                 found.tiles[(tile.column, tile.row)] = (tile.content_type, tile.data)
+                for more in tile.more:
+                    found.tiles[(more.column, more.row)] = (more.content_type, more.data)
                 self._seen(index, tile.decoder_id)
         except grpc.aio.AioRpcError as exc:
             self._lost(index, exc)

@@ -417,6 +417,27 @@ def test_stored_tiles_of_chosen_cells(stub: decoder_pb2_grpc.DecoderStub) -> Non
         assert t.data == rectangle[(t.column, t.row)]
 
 
+def test_stored_tiles_packed_come_in_one_message(stub: decoder_pb2_grpc.DecoderStub) -> None:
+    """A packed answer: the same groups in the same order, the first in the
+    message's own fields and the others in `more`; one message here (well
+    under 1 MiB)."""
+    fields: dict[str, object] = dict(identifier="sample-pyramid", span=2, columns=4, rows=4)
+    one_each = stored_tiles(stub, **fields)
+
+    messages = stored_tiles(stub, packed=True, **fields)
+
+    assert len(one_each) > 1
+    assert len(messages) == 1
+    message = messages[0]
+    assert message.version == one_each[0].version
+    assert message.decoder_id == one_each[0].decoder_id
+    assert not any(more.more for more in message.more)
+    packed = [(message.column, message.row, message.content_type, message.data)] + [
+        (more.column, more.row, more.content_type, more.data) for more in message.more
+    ]
+    assert packed == [(t.column, t.row, t.content_type, t.data) for t in one_each]
+
+
 def test_stored_tiles_level_just_past_the_last(stub: decoder_pb2_grpc.DecoderStub) -> None:
     desc = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
     last = len(desc.levels) - 1

@@ -99,8 +99,9 @@ class DecoderServicer:
         (a caller gathering requests for groups here and there), answered in
         the order asked, each once, cells outside the grid skipped. At most 256
         stored tiles under the groups asked for, either way; one StoredTile per
-        group. Groups that cannot be sent without decoding are left out, and so
-        are those past 3 MiB of answer in all: render those. Errors as for
+        group (several in one message when the request is `packed`). Groups
+        that cannot be sent without decoding are left out, and so are those
+        past 3 MiB of answer in all: render those. Errors as for
         Render; FAILED_PRECONDITION for a level without stored tiles.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
