@@ -67,11 +67,14 @@ class DecoderSettings(BaseSettings):
     level_cache_mb: int = Field(256, ge=0)
     level_cache_max_pixels: int = Field(2_000_000, ge=0)
     # JPEG2000 decoder: libopenjp2 directly, region by region (decoder/engines/
-    # openjpeg.py), or libvips' loader, which decodes whole codestream tiles.
-    jp2_engine: Literal["openjpeg", "vips"] = "openjpeg"
+    # openjpeg.py), Grok likewise (decoder/engines/grok.py; needs libgrokj2k1,
+    # not the default: docs/grok.md), or libvips' loader, which decodes whole
+    # codestream tiles.
+    jp2_engine: Literal["openjpeg", "grok", "vips"] = "openjpeg"
     # OpenJPEG threads per decode: other requests often wait for one decode
     # (a JPEG 2000 block that a viewer's neighbouring tiles share), so it may
-    # use the cores that are idle meanwhile; not split between workers.
+    # use the cores that are idle meanwhile; not split between workers. For
+    # Grok, the size of its one worker pool per process.
     jp2_threads: int = Field(default_factory=lambda: min(4, available_cores()), ge=1, le=64)
     # Free memory each C heap keeps for reuse instead of returning it to the
     # kernel at once (glibc; 0 = glibc's own thresholds): see decoder/allocator.py.

@@ -509,9 +509,10 @@ def reference_area(
 
     `image` is the image area (x0, y0, x1, y1) on the reference grid;
     `subsampling` the largest component dx, dy. Returns ((x0, y0, x1, y1),
-    left, top). Both OpenJPEG (opj_set_decode_area) and Grok
-    (grk_decompress_set_window) take reference-grid coordinates even when
-    decoding a reduced level (uclouvain/openjpeg#1006): level pixel X covers
+    left, top). OpenJPEG (opj_set_decode_area) takes reference-grid
+    coordinates even when decoding a reduced level (uclouvain/openjpeg#1006),
+    and so does Grok (grk_decompress_set_window), but relative to the image
+    area's origin (decoder/engines/grok.py shifts them): level pixel X covers
     grid [X * d, (X + 1) * d) with d = 2^level, and the level's first pixel
     is ceil(x0 / d). Clipping the far edges to the image keeps the codecs'
     ceil-divided sizes equal to the box. With subsampled components the

@@ -54,7 +54,7 @@ def default_registry(open_tiffs: int = 0) -> EngineRegistry:
     return EngineRegistry().with_engine(VipsEngine(open_tiffs=open_tiffs))
 
 
-JP2_ENGINES: Final = ("openjpeg", "vips")
+JP2_ENGINES: Final = ("openjpeg", "grok", "vips")
 
 
 def registry_for(
@@ -62,12 +62,14 @@ def registry_for(
 ) -> EngineRegistry:
     """The libvips engine for every format, with JPEG 2000 decoded by
     `jp2_engine`: "openjpeg" (libopenjp2 directly, region by region; see
-    decoder/engines/openjpeg.py) or "vips" (libvips' jp2kload).
+    decoder/engines/openjpeg.py), "grok" (libgrokj2k 10 directly; see
+    decoder/engines/grok.py) or "vips" (libvips' jp2kload).
 
-    `jp2_threads` is OpenJPEG's worker threads per decode (ignored by
-    "vips"); `open_tiffs` as for default_registry(). Raises ValueError for
-    an unknown engine name and OSError if the engine's library cannot be
-    loaded.
+    `jp2_threads` is OpenJPEG's worker threads per decode, or Grok's worker
+    threads for the whole process (ignored by "vips"); `open_tiffs` as for
+    default_registry(). Raises ValueError for an unknown engine name and
+    OSError if the engine's library cannot be loaded, so a decoder
+    configured for a missing codec fails at startup.
     """
     registry = default_registry(open_tiffs)
     if jp2_engine == "vips":
@@ -76,4 +78,8 @@ def registry_for(
         from decoder.engines.openjpeg import OpenJpegEngine, OpenJpegOptions
 
         return registry.with_engine(OpenJpegEngine(OpenJpegOptions(threads=jp2_threads)))
+    if jp2_engine == "grok":
+        from decoder.engines.grok import GrokEngine, GrokOptions
+
+        return registry.with_engine(GrokEngine(GrokOptions(threads=jp2_threads)))
     raise ValueError(f"unknown JPEG 2000 engine {jp2_engine!r}; expected one of {JP2_ENGINES}")
