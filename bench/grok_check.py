@@ -510,8 +510,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(table(results, v))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(markdown(setup, results, v))
+        kept = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(keep_later_sections(markdown(setup, results, v), kept))
         print(f"wrote {args.out}")
+
+
+def keep_later_sections(ours: str, existing: str) -> str:
+    """`ours` followed by what `existing` has from bench/grok_engines.py's
+    section on (its in-process results and what follows), so rewriting this
+    tool's part of docs/grok.md keeps them."""
+    from bench.grok_engines import SECTION
+
+    start = existing.find(SECTION)
+    if start < 0:
+        return ours
+    return ours.rstrip("\n") + "\n\n" + existing[start:]
 
 
 if __name__ == "__main__":

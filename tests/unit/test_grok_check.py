@@ -161,3 +161,14 @@ def test_end_to_end_smoke(tmp_path: Path) -> None:
     assert "verdict:" in text
     assert "OpenJPEG" in text
     assert "Grok" in text
+
+
+def test_rewriting_keeps_the_in_process_sections() -> None:
+    from bench.grok_check import keep_later_sections
+    from bench.grok_engines import SECTION
+
+    later = f"{SECTION}\n\nnumbers\n\n## What the engine does\n\nwhy\n"
+    existing = f"# Old\n\n## Windows\n\nold rows\n\n{later}"
+    ours = "# New\n\n## Windows\n\nnew rows\n"
+    assert keep_later_sections(ours, existing) == f"{ours}\n{later}"
+    assert keep_later_sections("# New\n", "# Old\n") == "# New\n"
