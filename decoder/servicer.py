@@ -293,10 +293,8 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                     version=found.stat.version,
                     decoder_id=self._decoder_id,
                     more=[
-                        pb.StoredTile(
-                            column=column, row=row, content_type=found.content_type, data=data
-                        )
-                        for column, row, data in more
+                        pb.StoredTile(column=c, row=r, content_type=found.content_type, data=group)
+                        for c, r, group in more
                     ],
                 )
             await self._linger_if_draining()

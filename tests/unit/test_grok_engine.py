@@ -281,8 +281,8 @@ def test_whole_tile_windows_are_needed(
     file_of: Opened, opj: OpenJpegEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Grok 10.0.5 without whole-tile windows gets windows of this image
-    # wrong, so the agreement above is not luck of the samples. When a Grok
-    # release fixes the bug, this fails and the guard can go.
+    # wrong, so the agreement above is not luck of the samples. A release
+    # that fixes the bug may let the guard go: measure it first.
     _path, reader, info = file_of("tiled-textured")
     monkeypatch.setattr(grok_module, "tile_aligned", lambda area, _image, _header: area)
     assert _first_untrusted_window(reader, info, grok_module.GrokEngine(), opj) is not None
