@@ -90,23 +90,6 @@ def rectangle_cells(level: TiledLevel, span: int, columns: range, rows: range) -
     ]
 
 
-def read_stored_tiles(
-    reader: ByteReader,
-    info: ImageInfo,
-    cache_key: tuple[str, str],
-    level_index: int,
-    span: int,
-    columns: range,
-    rows: range,
-    max_bytes: int,
-) -> list[tuple[int, int, bytes]]:
-    """(column, row, stand-alone JPEG) for the groups of `span` x `span`
-    stored tiles of level `level_index` in `columns` x `rows` (clipped to the
-    group grid), row by row; otherwise as :func:`read_stored_groups`."""
-    cells = rectangle_cells(info.levels[level_index], span, columns, rows)
-    return read_stored_groups(reader, info, cache_key, level_index, span, cells, max_bytes)
-
-
 def read_stored_groups(
     reader: ByteReader,
     info: ImageInfo,

@@ -427,7 +427,7 @@ def test_splice_refuses_incomplete_or_non_baseline_tiles(
     assert splice(b"\xff\xd8" + JFIF_APP0 + tile[2:], level) is None  # own colour marker
 
 
-# -- several stored tiles at once (stored_tiles.read_stored_tiles, span 1) ---------
+# -- several stored tiles at once (stored_tiles.read_stored_groups, span 1) --------
 
 
 def jpeg_level(reader: ByteReader, info: ImageInfo, level: int) -> JpegLevel:
@@ -453,7 +453,8 @@ def read_level(
     rows: range,
     max_bytes: int = 1 << 30,
 ) -> list[tuple[int, int, bytes]]:
-    return stored_tiles.read_stored_tiles(reader, info, KEY, level, 1, columns, rows, max_bytes)
+    cells = stored_tiles.rectangle_cells(info.levels[level], 1, columns, rows)
+    return stored_tiles.read_stored_groups(reader, info, KEY, level, 1, cells, max_bytes)
 
 
 @pytest.mark.parametrize(

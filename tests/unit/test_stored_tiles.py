@@ -20,7 +20,8 @@ from decoder.pipeline.stored_tiles import (
     MAX_SPAN,
     group_box,
     group_grid,
-    read_stored_tiles,
+    read_stored_groups,
+    rectangle_cells,
 )
 from decoder.plan import Box, Plan
 from decoder.sources.base import ByteReader
@@ -28,6 +29,23 @@ from tests.images import make_pyramid_tiff
 from tests.pixels import load_strict
 
 ReaderFactory = Callable[[Path], ByteReader]
+
+
+def read_stored_tiles(
+    reader: ByteReader,
+    info: ImageInfo,
+    cache_key: tuple[str, str],
+    level: int,
+    span: int,
+    columns: range,
+    rows: range,
+    max_bytes: int,
+) -> list[tuple[int, int, bytes]]:
+    """The groups of a rectangle, as the service reads them."""
+    cells = rectangle_cells(info.levels[level], span, columns, rows)
+    return read_stored_groups(reader, info, cache_key, level, span, cells, max_bytes)
+
+
 Describe = Callable[[ByteReader], ImageInfo]
 
 # 600 x 400 in 64 px tiles: level 0 is 10 x 7 tiles, the last column 24 px
