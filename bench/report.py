@@ -306,6 +306,54 @@ def first_markdown(measurements: Iterable[Measurement]) -> str:
     return "\n".join(lines)
 
 
+# The fast-decode issue's goals for first passes: ours / IIPImage requests
+# per second at least this, per image type (and, for TIFF, only at c=16);
+# p99 no worse than IIPImage's everywhere.
+RATE_GOALS: Final = {"jp2-tiled": 2.0, "jp2-precincts": 2.0, "tiff-pyramid": 1.0}
+RATE_GOAL_CONCURRENCY: Final = {"tiff-pyramid": (16,)}
+
+
+def goals_markdown(measurements: Iterable[Measurement]) -> str:
+    """The first-pass goals, each met or short by how much: rate ratios
+    (RATE_GOALS) and p99 against IIPImage's, per image type and c."""
+    firsts = [m for m in measurements if m.phase == "first" and m.kind == "tiles"]
+    table = aggregate(firsts)
+    ours, iip = table.get(LOCAL, {}), table.get(IIP, {})
+    keys = sorted(set(ours) & set(iip), key=_sort_key)
+    if not keys:
+        return "No first passes of both our stack and IIPImage in this run."
+    lines = ["| goal | measured | met |", "|---|---|---|"]
+    for key in keys:
+        image_type, _kind, _phase, c = key
+        mine, theirs = ours[key], iip[key]
+        goal = RATE_GOALS.get(image_type)
+        rate = ratio(mine, theirs)
+        counted = c in RATE_GOAL_CONCURRENCY.get(image_type, (c,))
+        if goal is not None and rate is not None and counted:
+            needed = goal * theirs.rps
+            verdict = (
+                "yes"
+                if rate.value >= goal
+                else f"no: {needed:.1f} req/s needed, {needed / mine.rps - 1:.0%} more"
+            )
+            lines.append(
+                f"| {image_type} c={c}: ≥ {goal:g} x IIPImage's req/s "
+                f"| {rate.cell()} ({mine.rps:.1f} vs {theirs.rps:.1f}) | {verdict} |"
+            )
+        p99_ours, p99_iip = mine.median("p99_ms"), theirs.median("p99_ms")
+        if mine.runs and theirs.runs and p99_iip > 0:
+            verdict = (
+                "yes"
+                if p99_ours <= p99_iip
+                else f"no: {p99_ours / p99_iip - 1:.0%} above IIPImage's"
+            )
+            lines.append(
+                f"| {image_type} c={c}: p99 ≤ IIPImage's "
+                f"| {p99_ours:.0f} vs {p99_iip:.0f} ms | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
 def absolute_markdown(table: dict[str, dict[Key, Aggregate]]) -> str:
     """Every case's numbers: req/s per run, latency percentiles, errors, memory."""
     lines = [
@@ -476,6 +524,15 @@ def render_markdown(report: Report, method: str) -> str:
             "of the list in some run (its rate covers the costlier start of the list only).",
             "",
             first_markdown(report.measurements),
+            "",
+            "### The fast-decode goals",
+            "",
+            "What the fast-decode issue asks of these first passes: JPEG 2000 tiles at "
+            "twice IIPImage's requests per second at each c, pyramidal TIFF tiles at "
+            "IIPImage's rate at c=16, p99 no worse than IIPImage's. From this one run; "
+            "a † says its runs disagreed (see below).",
+            "",
+            goals_markdown(report.measurements),
             "",
             "## Runs that disagree",
             "",

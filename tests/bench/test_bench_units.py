@@ -22,6 +22,7 @@ from bench.report import (
     aggregate,
     disagreements,
     first_markdown,
+    goals_markdown,
     headline_markdown,
     profile_markdown,
     ratio_rows,
@@ -140,10 +141,16 @@ def _result(rps: float) -> LoadResult:
 
 
 def _m(
-    case: str, rps: float, run: int, phase: str = "warm", c: int = 1, p99: float = 3.0
+    case: str,
+    rps: float,
+    run: int,
+    phase: str = "warm",
+    c: int = 1,
+    p99: float = 3.0,
+    image_type: str = "jp2-tiled",
 ) -> Measurement:
     result = LoadResult("wrk", c, int(rps * 10), 10.0, 0, 0, 1.0, 2.0, p99, 4.0)
-    return Measurement(case, "jp2-tiled", "tiles", phase, c, run, int(rps * 10), result, 1 << 20)
+    return Measurement(case, image_type, "tiles", phase, c, run, int(rps * 10), result, 1 << 20)
 
 
 def test_ratios_and_disagreement_flags() -> None:
@@ -344,6 +351,32 @@ def test_first_section_without_s3_or_first_steps() -> None:
     assert "S3" not in first_markdown(ms).splitlines()[0]
     no_first = [m for m in ms if m.phase != "first"]
     assert first_markdown(no_first).startswith("No first-pass steps")
+
+
+def test_goals_say_which_are_met_and_by_how_much_the_others_fall_short() -> None:
+    ms = _first_report_measurements()
+    ms += [
+        # TIFF: the rate goal (1x) only counts at c=16.
+        _m(LOCAL, 50, 1, "first", 4, p99=10, image_type="tiff-pyramid"),
+        _m(IIP, 100, 1, "first", 4, p99=20, image_type="tiff-pyramid"),
+        _m(LOCAL, 80, 1, "first", 16, p99=50, image_type="tiff-pyramid"),
+        _m(IIP, 100, 1, "first", 16, p99=40, image_type="tiff-pyramid"),
+    ]
+    lines = goals_markdown(ms).splitlines()
+
+    assert lines[:2] == ["| goal | measured | met |", "|---|---|---|"]
+    assert lines[2:] == [
+        # jp2-tiled c=4: 25 vs 10 req/s (runs 50% apart), p99 500 vs 900.
+        "| jp2-tiled c=4: ≥ 2 x IIPImage's req/s | 2.50 † (25.0 vs 10.0) | yes |",
+        "| jp2-tiled c=4: p99 ≤ IIPImage's | 500 vs 900 ms | yes |",
+        "| jp2-tiled c=16: ≥ 2 x IIPImage's req/s | 2.00 (40.0 vs 20.0) | yes |",
+        "| jp2-tiled c=16: p99 ≤ IIPImage's | 3 vs 3 ms | yes |",
+        "| tiff-pyramid c=4: p99 ≤ IIPImage's | 10 vs 20 ms | yes |",
+        "| tiff-pyramid c=16: ≥ 1 x IIPImage's req/s | 0.80 (80.0 vs 100.0) "
+        "| no: 100.0 req/s needed, 25% more |",
+        "| tiff-pyramid c=16: p99 ≤ IIPImage's | 50 vs 40 ms | no: 25% above IIPImage's |",
+    ]
+    assert goals_markdown([m for m in ms if m.case != IIP]).startswith("No first passes")
 
 
 def test_first_phase_in_ratio_and_headline_tables() -> None:
