@@ -83,7 +83,7 @@ from decoder.engines.openjpeg import (
     planes_to_vips,
     reference_area,
 )
-from decoder.engines.vips import VipsEngine, vips_error_message
+from decoder.engines.vips import vips_error_message
 from decoder.plan import Box
 from decoder.sources.base import ByteReader
 
@@ -450,7 +450,6 @@ class GrokEngine:
             raise ValueError("max_buffer_bytes must be >= 0")
         self._lib = grok(self._options.library)
         self._threads = _initialize(self._lib, self._options.threads)
-        self._vips = VipsEngine()
         self._openjpeg = OpenJpegEngine(OpenJpegOptions(threads=self._options.threads))
         self._lock = threading.Lock()
         self._fallbacks = 0
@@ -480,7 +479,7 @@ class GrokEngine:
         """
         if fmt not in self.formats:
             raise UnsupportedSource(f"GrokEngine cannot read {fmt}")
-        return self._vips.describe(reader, fmt)
+        return self._openjpeg.describe(reader, fmt)
 
     def load_region(self, reader: ByteReader, info: ImageInfo, level: int, box: Box) -> VipsImage:
         """Decode `box` (pixels of `info.levels[level]`) at resolution
@@ -510,10 +509,10 @@ class GrokEngine:
             except DecodeError as exc:
                 raise DecodeError(f"{exc} (Grok: {trouble})") from trouble
         if image is None:
-            # No component on the reference grid's own pixel grid: libvips
-            # sizes such images by the first component, as the description
-            # does (OpenJpegEngine does the same).
-            return self._vips.load_region(reader, info, level, box)
+            # No component on the reference grid's own pixel grid: OpenJpegEngine
+            # hands such images to libvips, which sizes them by the first
+            # component, as the description does.
+            return self._openjpeg.load_region(reader, info, level, box)
         return image
 
     # -- one decode -----------------------------------------------------------
