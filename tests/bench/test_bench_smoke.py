@@ -56,7 +56,13 @@ def test_smoke_run_writes_a_report_with_numbers(tmp_path: Path) -> None:
         (m["image_type"], m["kind"], m["phase"]) for m in ours if m["result"]["errors"]
     ]
     assert all(m["result"]["requests"] > 0 and m["result"]["rps"] > 0 for m in ours)
-    assert all(m["result"]["p50_ms"] > 0 for m in ours)
+    # wrk now and then loses a step's latency histogram (wg/wrk#354: every
+    # percentile 0 while the maximum is recorded); seen once in this suite.
+    # Such a step still counted real requests; more than a stray one is a bug.
+    lost = [m for m in ours if m["result"]["p50_ms"] == m["result"]["p99_ms"] == 0]
+    assert all(m["result"]["max_ms"] > 0 for m in lost), lost
+    assert len(lost) <= 1, lost
+    assert all(m["result"]["p50_ms"] > 0 for m in ours if m not in lost)
     assert all(m["peak_rss_bytes"] > 0 for m in ours)
     # The codec floor decoded every pixel request type of every image type.
     assert {(m["image_type"], m["kind"]) for m in floor} == {
