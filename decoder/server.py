@@ -194,7 +194,12 @@ async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("decoder listening", address=f"{settings.host}:{port}", root=str(settings.image_root))
+    log.info(
+        "decoder listening",
+        address=f"{settings.host}:{port}",
+        root=str(settings.image_root),
+        event_loop=type(asyncio.get_running_loop()).__module__,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -90,6 +90,10 @@ class DecoderSettings(BaseSettings):
     # Free memory each C heap keeps for reuse instead of returning it to the
     # kernel at once (glibc; 0 = glibc's own thresholds): see decoder/allocator.py.
     malloc_keep_mb: int = Field(8, ge=0, le=256)
+    # The event loop under gRPC: uvloop (libuv) costs the decoder 10-30% less
+    # CPU per cheap call (a stored-tile call, a cached Describe) than
+    # asyncio's own loop (bench/call_costs.py, docs/deployment.md).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     grace_period_s: float = Field(10.0, ge=0)
     # Connections older than this are closed gracefully, so gateways using
     # client-side round-robin rediscover decoders as they scale; 0 = never.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -11,7 +13,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from iiif_decoder.v1 import decoder_pb2 as pb
 from iiif_decoder.v1 import decoder_pb2_grpc
 
-from tests.conftest import Stack
+from tests import processes
+from tests.conftest import Stack, start_decoder
 
 pytestmark = pytest.mark.integration
 
@@ -508,3 +511,33 @@ def test_stored_tiles_errors(
     err = rpc_error(lambda: stored_tiles(stub, **request))
     assert err.code() == code
     assert err.details()
+
+
+@pytest.mark.parametrize(("setting", "module"), [("uvloop", "uvloop"), ("asyncio", "asyncio")])
+def test_the_decoder_serves_on_either_event_loop(
+    image_root: Path, tmp_path: Path, setting: str, module: str
+) -> None:
+    proc, target = start_decoder(
+        image_root, tmp_path, f"decoder-{setting}", {"IIIF_DECODER_EVENT_LOOP": setting}
+    )
+    try:
+        with grpc.insecure_channel(target) as ch:
+            stub = decoder_pb2_grpc.DecoderStub(ch)
+            desc = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
+            assert desc.width > 0
+            tiles = list(
+                stub.StoredTiles(
+                    pb.StoredTilesRequest(identifier="sample-pyramid", level=0, columns=2, rows=1),
+                    timeout=30,
+                )
+            )
+            assert len(tiles) == 2
+            assert all(t.data[:2] == b"\xff\xd8" for t in tiles)
+    finally:
+        processes.stop(proc)
+    listening = [
+        json.loads(line)
+        for line in (tmp_path / f"decoder-{setting}.log").read_text().splitlines()
+        if '"decoder listening"' in line
+    ]
+    assert [entry["event_loop"].split(".")[0] for entry in listening] == [module]
