@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,12 +32,20 @@ from iiif_decoder.v1 import decoder_pb2_grpc
 
 from bench import procs
 from bench.images import FULL, SMOKE, ImageType, ensure_images, identifier
+from bench.servers import start_decoder
 
 LOOPS: Final = ("asyncio", "uvloop")
 KINDS: Final = ("describe", "stored 1", "stored 3x3")
 IN_FLIGHT: Final = 8
 
 Call = Callable[[], Awaitable[None]]
+
+
+async def _worker(call: Call, left: list[int]) -> None:
+    """Makes calls while `left[0]` (shared by the workers) counts down."""
+    while left[0] > 0:
+        left[0] -= 1
+        await call()
 
 
 async def _calls(target: str, image: str, calls: int, pid: int) -> dict[str, tuple[float, float]]:
@@ -76,16 +83,10 @@ async def _calls(target: str, image: str, calls: int, pid: int) -> dict[str, tup
         for kind, call in kinds.items():
             for _ in range(50):
                 await call()
-
-            async def worker(call: Call, left: list[int]) -> None:
-                while left[0] > 0:
-                    left[0] -= 1
-                    await call()
-
             tree = procs.process_tree([pid])
             cpu0, t0 = procs.cpu_seconds(tree), time.perf_counter()
             left = [calls]
-            await asyncio.gather(*(worker(call, left) for _ in range(IN_FLIGHT)))
+            await asyncio.gather(*(_worker(call, left) for _ in range(IN_FLIGHT)))
             cpu1, t1 = procs.cpu_seconds(tree), time.perf_counter()
             out[kind] = (1000 * (cpu1 - cpu0) / calls, calls / (t1 - t0))
         return out
@@ -95,18 +96,11 @@ def measure(
     loop: str, root: Path, image: str, calls: int, logs: Path
 ) -> dict[str, tuple[float, float]]:
     """One decoder process on `loop`, measured."""
-    port = procs.free_port()
-    env = {
-        "IIIF_DECODER_PORT": str(port),
-        "IIIF_DECODER_IMAGE_ROOT": str(root),
-        "IIIF_DECODER_WORKERS": "1",
-        "IIIF_DECODER_METRICS_PORT": "0",
-        "IIIF_DECODER_LOG_LEVEL": "warning",
-        "IIIF_DECODER_EVENT_LOOP": loop,
-    }
-    proc = procs.spawn([sys.executable, "-m", "decoder"], logs / f"call-costs-{loop}.log", env)
+    env = {"IIIF_DECODER_WORKERS": "1", "IIIF_DECODER_METRICS_PORT": "0"}
+    proc, port = start_decoder(
+        f"call-costs-{loop}", root, logs, {**env, "IIIF_DECODER_EVENT_LOOP": loop}
+    )
     try:
-        procs.wait_until(lambda: procs.port_open(port), proc, 60, f"decoder ({loop})")
         return asyncio.run(_calls(f"127.0.0.1:{port}", image, calls, proc.pid))
     finally:
         procs.stop(proc)

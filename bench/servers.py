@@ -71,19 +71,18 @@ class RunningServer:
             clean()
 
 
-def start_our_stack(
+def start_decoder(
     name: str,
     image_root: Path,
     logs: Path,
     decoder_env: Mapping[str, str] | None = None,
-    gateway_env: Mapping[str, str] | None = None,
     ready_timeout_s: float = 60.0,
-) -> RunningServer:
-    """Our decoder and gateway over `image_root` (or whatever `decoder_env` says)."""
-    decoder_port = procs.free_port()
-    gateway_port = procs.free_port()
-    denv = {
-        "IIIF_DECODER_PORT": str(decoder_port),
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Our decoder over `image_root` (or whatever `decoder_env` says), with
+    the benchmark's settings; returns it and its port once it accepts calls."""
+    port = procs.free_port()
+    env = {
+        "IIIF_DECODER_PORT": str(port),
         "IIIF_DECODER_IMAGE_ROOT": str(image_root),
         "IIIF_DECODER_LOG_LEVEL": os.environ.get("BENCH_DECODER_LOG_LEVEL", "warning"),
         "IIIF_DECODER_JPEG_QUALITY": str(JPEG_QUALITY),
@@ -93,12 +92,25 @@ def start_our_stack(
         "IIIF_DECODER_METRICS_PORT": str(procs.free_port()),
         **(decoder_env or {}),
     }
-    genv = {
-        "IIIF_GATEWAY_PORT": str(gateway_port),
-        "IIIF_GATEWAY_DECODER_TARGET": f"127.0.0.1:{decoder_port}",
-        "IIIF_GATEWAY_LOG_LEVEL": os.environ.get("BENCH_GATEWAY_LOG_LEVEL", "warning"),
-        **(gateway_env or {}),
-    }
+    decoder = procs.spawn([sys.executable, "-m", "decoder"], logs / f"{name}-decoder.log", env)
+    try:
+        procs.wait_until(lambda: procs.port_open(port), decoder, ready_timeout_s, f"{name} decoder")
+    except BaseException:
+        procs.stop(decoder)
+        raise
+    return decoder, port
+
+
+def start_our_stack(
+    name: str,
+    image_root: Path,
+    logs: Path,
+    decoder_env: Mapping[str, str] | None = None,
+    gateway_env: Mapping[str, str] | None = None,
+    ready_timeout_s: float = 60.0,
+) -> RunningServer:
+    """Our decoder and gateway over `image_root` (or whatever `decoder_env` says)."""
+    gateway_port = procs.free_port()
     server = RunningServer(
         name=name,
         base_url=f"http://127.0.0.1:{gateway_port}",
@@ -106,11 +118,14 @@ def start_our_stack(
         serves=frozenset(ImageType),
     )
     try:
-        decoder = procs.spawn([sys.executable, "-m", "decoder"], logs / f"{name}-decoder.log", denv)
+        decoder, decoder_port = start_decoder(name, image_root, logs, decoder_env, ready_timeout_s)
         server.processes.append(decoder)
-        procs.wait_until(
-            lambda: procs.port_open(decoder_port), decoder, ready_timeout_s, f"{name} decoder"
-        )
+        genv = {
+            "IIIF_GATEWAY_PORT": str(gateway_port),
+            "IIIF_GATEWAY_DECODER_TARGET": f"127.0.0.1:{decoder_port}",
+            "IIIF_GATEWAY_LOG_LEVEL": os.environ.get("BENCH_GATEWAY_LOG_LEVEL", "warning"),
+            **(gateway_env or {}),
+        }
         gateway = procs.spawn([sys.executable, "-m", "gateway"], logs / f"{name}-gateway.log", genv)
         server.processes.append(gateway)
         procs.wait_until(
