@@ -21,14 +21,16 @@ def available_cores() -> int:
 
 
 def default_decode_threads() -> int:
-    """Twice the cores: a render is off the CPU part of its time (reads,
-    the GIL, waiting for a JPEG 2000 block another render is decoding), and
-    renders are routed by block, so with one per core a busy process keeps
-    its queue while the other's core idles. Measured on first passes over
-    the benchmark's tile lists (2 cores, alternating runs): 1.50-1.76 of 2
-    cores busy with one per core, 1.62-1.85 with two; p99 of the tiled JPEG
-    2000 at c=4 348-351 ms, now 304-305."""
-    return 2 * available_cores()
+    """Four per core: a render is off the CPU part of its time (reads, the
+    GIL, waiting for a JPEG 2000 block another render is decoding), and
+    renders are routed by block or image, so a busy process keeps its queue
+    while another's core idles. Measured on first passes over the
+    benchmark's tile lists (2 cores, 2 workers, alternating runs; cores
+    busy): one per core 1.50-1.76, two 1.62-1.85; two against four
+    (2026-11-23): tiled JPEG 2000 c=16 1.76 against 1.90 (49.7 against 56.3
+    tiles/s), c=4 1.71 against 1.81, untiled c=16 1.78 against 1.87, TIFF
+    c=16 1.46 against 1.52; six per core kept 1.91."""
+    return 4 * available_cores()
 
 
 class DecoderSettings(BaseSettings):

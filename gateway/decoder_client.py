@@ -128,6 +128,7 @@ class StoredTiles:
 
     version: str
     tiles: dict[tuple[int, int], tuple[str, bytes]]
+    decoder_id: str = ""  # the decoder process that answered
 
 
 class DecoderClient:
@@ -230,7 +231,7 @@ class DecoderClient:
         return await self._describing.run(identifier, lambda: self._describe(identifier))
 
     async def _describe(self, identifier: str) -> ImageDescription:
-        index = self._pick()
+        index = self._pick(routing.image_key(identifier))
         try:
             resp = await self._stubs[index].Describe(
                 pb.DescribeRequest(identifier=identifier),
@@ -361,7 +362,7 @@ class DecoderClient:
     async def _stored_tiles(
         self, request: pb.StoredTilesRequest, expected_version: str
     ) -> StoredTiles:
-        index = self._pick()
+        index = self._pick(routing.image_key(request.identifier))
         found = StoredTiles(expected_version, {})
         try:
             async for tile in self._stubs[index].StoredTiles(
@@ -371,6 +372,7 @@ class DecoderClient:
                 found.tiles[(tile.column, tile.row)] = (tile.content_type, tile.data)
                 for more in tile.more:
                     found.tiles[(more.column, more.row)] = (more.content_type, more.data)
+                found.decoder_id = tile.decoder_id
                 self._seen(index, tile.decoder_id)
         except grpc.aio.AioRpcError as exc:
             self._lost(index, exc)

@@ -1,4 +1,4 @@
-"""Which decoder process a render should go to, for the decoders' caches (pure).
+"""Which decoder process a call should go to, for the decoders' caches (pure).
 
 A decoder decodes a small JPEG 2000 region as the whole aligned block of
 its level around it and keeps that block in its own memory (Describe's
@@ -8,6 +8,15 @@ decode the same block again. Renders of one block therefore carry an
 affinity key, and a key goes to one decoder by rendezvous hashing: the same
 decoder for every gateway, and when a decoder joins or leaves, only its own
 share of the keys moves.
+
+An image whose levels are stored as tiles (a pyramidal TIFF) is routed as a
+whole instead: its Describe, its StoredTiles calls and its renders go to
+one decoder, keyed by the identifier. Its calls are cheap (stored tiles are
+sent as they are), so what each decoder process would pay again is the
+image's setup: describing it, opening it, indexing its tiles, decoding its
+small levels. Measured on first passes over a new TIFF (2 decoder workers,
+2 cores; four series of alternating runs, medians of paired runs): CPU
+per tile 0.84-1.00 of spreading the calls, tiles per second 0.91-1.18.
 """
 
 from __future__ import annotations
@@ -99,3 +108,35 @@ def owner(key: Hashable, members: Iterable[str]) -> str | None:
         if best is None or weight > best:
             best = weight
     return None if best is None else best[1]
+
+
+def image_key(identifier: str) -> Hashable:
+    """The affinity key of everything about one image routed as a whole."""
+    return ("image", identifier)
+
+
+class _TiledLevel(_Level, Protocol):
+    @property
+    def stored_tiles(self) -> bool: ...
+
+
+def render_affinity(
+    identifier: str,
+    version: str,
+    levels: Sequence[_TiledLevel],
+    width: int,
+    height: int,
+    block: int,
+    region: tuple[int, int, int, int],
+    out_width: int,
+    out_height: int,
+) -> Hashable | None:
+    """The affinity key of a render: its decoded block's (see block_of), the
+    image's when the image has stored tiles (see image_key), else None
+    (any decoder: the render owes nothing to one's caches)."""
+    found = block_of(levels, width, height, block, region, out_width, out_height)
+    if found is not None:
+        return (identifier, version, *found)
+    if any(level.stored_tiles for level in levels):
+        return image_key(identifier)
+    return None

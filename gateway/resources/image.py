@@ -29,7 +29,9 @@ class ImageResponder:
         self, identifier: str, desc: ImageDescription, plan: RenderPlan
     ) -> RenderStream:
         crop = plan.crop
-        block = routing.block_of(
+        affinity = routing.render_affinity(
+            identifier,
+            desc.version,
             desc.levels,
             desc.width,
             desc.height,
@@ -38,7 +40,6 @@ class ImageResponder:
             plan.width,
             plan.height,
         )
-        affinity = None if block is None else (identifier, desc.version, *block)
         return await self._client.render(identifier, plan, desc.version, affinity)
 
     async def respond(

@@ -14,14 +14,17 @@ import pytest
 
 from gateway.decoder_client import DecoderClient
 from gateway.iiif.types import PixelBox, RenderPlan
+from gateway.tile_grid import TileBatch
 from tests import processes
 from tests.conftest import start_decoder, start_gateway
 from tests.reliability_tools import metric
 
 pytestmark = pytest.mark.integration
 
+# Of a plain JPEG: its renders may go to any worker (a pyramidal TIFF's all
+# go to one, a JPEG 2000 block's to one; see gateway/routing.py).
 TILES = [
-    f"/iiif/3/sample-pyramid/{x},{y},256,256/{w},/0/default.jpg"
+    f"/iiif/3/sample-photo/{x},{y},256,256/{w},/0/default.jpg"
     for x in (0, 256, 512, 768)
     for y in (0, 256, 512)
     for w in (128, 256)
@@ -117,6 +120,58 @@ def test_renders_of_one_cached_block_go_to_one_worker(image_root: Path, tmp_path
             used = set().union(*owners.values())
             # With both workers reachable, 20 keys all landing on one has odds 2^-19.
             assert used == known, (used, known)
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        processes.stop(supervisor)
+
+
+def test_an_image_with_stored_tiles_goes_to_one_worker(image_root: Path, tmp_path: Path) -> None:
+    """Describe and StoredTiles calls of one pyramidal TIFF go to one worker
+    (it keeps the image open and indexed), and different images spread over
+    the workers."""
+    root = tmp_path / "images"
+    root.mkdir()
+    pyramid = (image_root / "sample-pyramid.tif").read_bytes()
+    names = [f"pyramid-{i}" for i in range(12)]
+    for name in names:
+        (root / f"{name}.tif").write_bytes(pyramid)
+    (root / "sample-tiled.jp2").write_bytes((image_root / "sample-tiled.jp2").read_bytes())
+    supervisor, target = start_decoder(
+        root, tmp_path, "decoder-image-affinity", {"IIIF_DECODER_WORKERS": "2"}
+    )
+    # Ready means one worker answers; the channels must find both.
+    log = tmp_path / "decoder-image-affinity.log"
+    processes.wait_until(
+        lambda: log.read_text().count('"decoder listening"') == 2, supervisor, 30, "workers"
+    )
+
+    async def scenario() -> None:
+        client = DecoderClient(target, 30.0, 1, 0, 0.0, channels=8)
+        await client.start()
+        try:
+            # Learn where every channel leads (calls without a key take turns).
+            tiled = await client.describe("sample-tiled")
+            for _ in range(3 * 8):
+                assert await _rendered_by(client, tiled.version, 0)
+            known = {d for d in client.decoders() if d}
+            assert len(known) == 2, "8 channels reach both workers (odds of not: 2^-7)"
+            owners: dict[str, set[str]] = {}
+            for name in names:
+                for column in range(3):
+                    desc = await client.describe(name)
+                    level = next(i for i, lv in enumerate(desc.levels) if lv.stored_tiles)
+                    stored = await client.stored_tiles(
+                        name, TileBatch(level, column % 2, 0, 1, 1), desc.version
+                    )
+                    assert stored.tiles, "a stored tile came back"
+                    owners.setdefault(name, set()).add(stored.decoder_id)
+            assert all(len(ids) == 1 for ids in owners.values()), owners
+            # 12 images all on one of 2 workers has odds 2^-11.
+            assert set().union(*owners.values()) == known
         finally:
             await client.close()
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from decoder.engines.base import ImageInfo, Level, SourceFormat
 from decoder.pipeline.load import JP2_BLOCK, cache_block, choose_level, decode_block, level_box
 from decoder.plan import Box
-from gateway.routing import block_of, owner
+from gateway.decoder_client import Level as DescribedLevel
+from gateway.routing import block_of, image_key, owner, render_affinity
 
 
 def _jp2_info(width: int, height: int, count: int, tile: int = 0) -> ImageInfo:
@@ -86,3 +87,34 @@ def test_owner_is_stable_and_moves_only_the_keys_of_a_member_that_leaves() -> No
     moved = {key for key in keys if after[key] != before[key]}
     assert moved == {key for key in keys if before[key] == "decoder-0"}
     assert owner(keys[0], []) is None
+
+
+def test_renders_carry_their_block_else_their_image_when_it_has_stored_tiles() -> None:
+    info = _jp2_info(4000, 3000, 4)
+    jp2 = tuple(
+        DescribedLevel(lv.width, lv.height, lv.downscale, lv.tile_width, lv.tile_height)
+        for lv in info.levels
+    )
+    tile = (0, 0, 256, 256)
+    # A small JPEG 2000 region: its block, by version.
+    assert render_affinity("a", "v1", jp2, 4000, 3000, JP2_BLOCK, tile, 256, 256) == (
+        "a",
+        "v1",
+        *block_of(jp2, 4000, 3000, JP2_BLOCK, tile, 256, 256),  # type: ignore[misc]
+    )
+    # A region too large for a block, of an image without stored tiles: anywhere.
+    whole = (0, 0, 4000, 3000)
+    assert render_affinity("a", "v1", jp2, 4000, 3000, JP2_BLOCK, whole, 2000, 1500) is None
+
+    def levels(stored: bool) -> tuple[DescribedLevel, ...]:
+        return tuple(
+            DescribedLevel(4000 // 2**k, 3000 // 2**k, 2**k, 256, 256, stored) for k in range(4)
+        )
+
+    # A pyramidal TIFF (no blocks): with stored tiles, with its describes and
+    # stored-tile calls; without (say LZW), anywhere, as processes pay there.
+    assert render_affinity("t", "v1", levels(True), 4000, 3000, 0, whole, 400, 300) == image_key(
+        "t"
+    )
+    assert render_affinity("t", "v1", levels(False), 4000, 3000, 0, whole, 400, 300) is None
+    assert image_key("t") == image_key("t") != image_key("u")
