@@ -130,9 +130,9 @@ def test_renders_of_one_cached_block_go_to_one_worker(image_root: Path, tmp_path
 
 
 def test_an_image_with_stored_tiles_goes_to_one_worker(image_root: Path, tmp_path: Path) -> None:
-    """Describe and StoredTiles calls of one pyramidal TIFF go to one worker
-    (it keeps the image open and indexed), and different images spread over
-    the workers."""
+    """StoredTiles calls of one pyramidal TIFF go to one worker (it keeps the
+    image open and indexed), and different images spread over the workers.
+    Describes use the same key; renders' keys: tests/unit/test_routing.py."""
     root = tmp_path / "images"
     root.mkdir()
     pyramid = (image_root / "sample-pyramid.tif").read_bytes()
