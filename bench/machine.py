@@ -57,6 +57,31 @@ def load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+def cpu_counters() -> tuple[int, int] | None:
+    """(steal, total) clock ticks of all CPUs since boot, from /proc/stat's
+    first line (user nice system idle iowait irq softirq steal ...), or None
+    where it cannot be read."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(value) for value in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> str:
+    """The share of CPU time the hypervisor gave to other guests between two
+    cpu_counters() readings: on a shared virtual machine, the part of the
+    run's noise it explains (every server is slowed, unevenly in time)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return "unknown"
+    share = (after[0] - before[0]) / (after[1] - before[1])
+    return f"{100 * share:.0f}% of CPU time"
+
+
 def machine() -> dict[str, str]:
     """CPU, cores, memory, OS and kernel."""
     return {

@@ -546,10 +546,15 @@ gateway; IIPImage: lighttpd and its iipsrv processes) sampled during each step.
 """
 
 
-def _meta(opts: Options, started: float, load_before: str) -> dict[str, object]:
+def _meta(
+    opts: Options, started: float, load_before: str, cpu_before: tuple[int, int] | None
+) -> dict[str, object]:
     hardware = machine.machine()
     hardware["load average (1/5/15 min) at start, at end"] = (
         f"{load_before}; {machine.load_average()}"
+    )
+    hardware["hypervisor steal during the run"] = machine.steal_share(
+        cpu_before, machine.cpu_counters()
     )
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
@@ -575,6 +580,7 @@ def run(options: Options, log: Log = print) -> Report:
     """Run the benchmark described by `options`; write and return its report."""
     started = time.time()
     load_before = machine.load_average()
+    cpu_before = machine.cpu_counters()
     opts = smoke_options(options) if options.smoke else options
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     out_dir = opts.results_dir / (stamp + ("-smoke" if opts.smoke else ""))
@@ -624,7 +630,11 @@ def run(options: Options, log: Log = print) -> Report:
         except Exception as exc:
             ctx.skipped["profile"] = f"failed: {exc}"
     report = Report(
-        _meta(opts, started, load_before), ctx.measurements, ctx.skipped, profiles, ctx.notes
+        _meta(opts, started, load_before, cpu_before),
+        ctx.measurements,
+        ctx.skipped,
+        profiles,
+        ctx.notes,
     )
     write_report(report, method_text(opts, images.recipe), opts.markdown, out_dir / "results.json")
     log(f"bench: report in {opts.markdown} ({(time.time() - started) / 60:.1f} min)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import machine
 from bench.codec_floor import pick_reduction
 from bench.images import BenchImage, ImageSet, ImageType, first_alias, link_alias
 from bench.load import LoadResult, parse_wrk_output, percentile
@@ -401,3 +402,13 @@ def test_markdown_report_has_the_first_section() -> None:
     text = render_markdown(Report.from_json(report.to_json()), "How.")
     section = text.split("## First pass at concurrency (caches cold)\n", 1)[1]
     assert section.split("\n## ", 1)[0].count("| jp2-tiled |") == 2
+
+
+def test_steal_share_is_the_hypervisors_part_of_the_cpu_time_between_readings() -> None:
+    assert machine.steal_share((100, 10_000), (350, 11_000)) == "25% of CPU time"
+    assert machine.steal_share(None, (1, 2)) == "unknown"
+    assert machine.steal_share((5, 100), (5, 100)) == "unknown"
+    now = machine.cpu_counters()
+    assert now is not None, "Linux has /proc/stat"
+    steal, total = now
+    assert 0 <= steal < total
