@@ -167,6 +167,24 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / ticks
 
 
+def wait_quiet(
+    roots: Iterable[int], window_s: float = 0.5, busy_s: float = 0.05, timeout_s: float = 30.0
+) -> bool:
+    """Wait until the processes under `roots` spend at most `busy_s` of CPU
+    in a `window_s` window (start-up done: imports, worker processes still
+    binding), at most `timeout_s`; whether they got there."""
+    roots = list(roots)
+    deadline = time.monotonic() + timeout_s
+    before = cpu_seconds(process_tree(roots))
+    while time.monotonic() < deadline:
+        time.sleep(window_s)
+        now = cpu_seconds(process_tree(roots))
+        if now - before <= busy_s:
+            return True
+        before = now
+    return False
+
+
 def rss_bytes(pids: Iterable[int]) -> int:
     """Resident memory of `pids` added up, now."""
     return sum(_status_kib(pid, "VmRSS") for pid in pids) * 1024

@@ -138,6 +138,9 @@ def start_our_stack(
         server.stop()
         raise
     server.measured = [decoder.pid, gateway.pid]
+    # Ready means one decoder worker answers; the others may still be
+    # importing, and a first (cold) request would pay for their start-up.
+    procs.wait_quiet(server.measured)
     return server
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench import machine
+from bench import machine, procs
 from bench.codec_floor import pick_reduction
 from bench.images import BenchImage, ImageSet, ImageType, first_alias, link_alias
 from bench.load import LoadResult, parse_wrk_output, percentile
@@ -412,3 +414,15 @@ def test_steal_share_is_the_hypervisors_part_of_the_cpu_time_between_readings() 
     assert now is not None, "Linux has /proc/stat"
     steal, total = now
     assert 0 <= steal < total
+
+
+def test_wait_quiet_tells_an_idle_process_from_a_busy_one() -> None:
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert procs.wait_quiet([idle.pid], window_s=0.2, timeout_s=5)
+        assert not procs.wait_quiet([busy.pid], window_s=0.2, timeout_s=1)
+    finally:
+        for proc in (idle, busy):
+            proc.kill()
+            proc.wait()

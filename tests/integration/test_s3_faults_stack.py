@@ -128,5 +128,10 @@ def test_persistent_faults_fail_cleanly_within_the_deadline(faulty: Faulty, faul
     assert resp.status_code in (503, 504), resp.text
     assert resp.text.strip()
     assert _nothing_reserved(faulty.metrics_url)
-    # And the same image serves again once S3 is healthy.
-    assert _get(faulty, "/iiif/3/sample-tiled/full/80,/0/default.jpg").status_code == 200
+    # And the same image serves again once S3 is healthy. A few tries: on a
+    # starved machine a healthy GET can outlast the 0.5 s per-GET timeout set
+    # above, and the gateway's deadline with it; what was fetched is kept.
+    statuses = [
+        _get(faulty, "/iiif/3/sample-tiled/full/80,/0/default.jpg").status_code for _ in range(3)
+    ]
+    assert 200 in statuses, statuses

@@ -186,7 +186,9 @@ async def gets_with_warm_index(
     """The GETs of one render of `identifier` once its index is warm and the
     block cache empty, and that index; the pixels are checked against a
     render of the local copy with the same engines."""
-    source = s3_source(proxy.url)
+    # A generous request timeout: on a starved machine a GET that timed out
+    # and was sent again would count its bytes twice.
+    source = s3_source(proxy.url, request_timeout_s=60.0)
     try:
         service = image_service(source, pool, engines=engines)
         await _warm(source, service, identifier)
