@@ -106,10 +106,7 @@ def test_renders_of_one_cached_block_go_to_one_worker(image_root: Path, tmp_path
         try:
             desc = await client.describe("sample-tiled")
             assert desc.cache_block == 1024
-            # Learn where every channel leads: answers name their worker.
-            for _ in range(3 * 8):
-                assert await _rendered_by(client, desc.version, 0)
-            known = {d for d in client.decoders() if d}
+            known = await _learn_workers(client, desc.version)
             assert 1 <= len(known) <= 2
             owners: dict[tuple[int, ...], set[str]] = {}
             for key in range(20):
@@ -153,11 +150,8 @@ def test_an_image_with_stored_tiles_goes_to_one_worker(image_root: Path, tmp_pat
         client = DecoderClient(target, 30.0, 1, 0, 0.0, channels=8)
         await client.start()
         try:
-            # Learn where every channel leads (calls without a key take turns).
             tiled = await client.describe("sample-tiled")
-            for _ in range(3 * 8):
-                assert await _rendered_by(client, tiled.version, 0)
-            known = {d for d in client.decoders() if d}
+            known = await _learn_workers(client, tiled.version)
             assert len(known) == 2, "8 channels reach both workers (odds of not: 2^-7)"
             owners: dict[str, set[str]] = {}
             for name in names:
@@ -183,6 +177,14 @@ def test_an_image_with_stored_tiles_goes_to_one_worker(image_root: Path, tmp_pat
 
 def _plan(x: int, y: int, side: int) -> RenderPlan:
     return RenderPlan(PixelBox(x, y, side, side), side, side, 0.0, False, "default", "jpg")
+
+
+async def _learn_workers(client: DecoderClient, version: str) -> set[str]:
+    """The workers the client's 8 channels lead to, learnt from renders of
+    sample-tiled without a key (they take turns; answers name their worker)."""
+    for _ in range(3 * 8):
+        assert await _rendered_by(client, version, 0)
+    return {d for d in client.decoders() if d}
 
 
 async def _rendered_by(
