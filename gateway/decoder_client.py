@@ -188,22 +188,10 @@ class DecoderClient:
             await channel.close()
 
     def _pick(self, affinity: Hashable | None = None) -> int:
-        """A channel index: one reaching the decoder process that owns
-        `affinity` (see gateway/routing.py), else the next decoder process
-        in turn, so each gets an equal share however many channels reach
-        it; channels not yet known to lead anywhere take turns too."""
-        members = sorted({m for m in self._members if m})
-        target: str | None = None
-        if affinity is not None:
-            target = routing.owner(affinity, members)
-        if target is None:
-            unknown = [i for i, m in enumerate(self._members) if not m]
-            turn = next(self._turn) % (len(members) + len(unknown))
-            if turn >= len(members):
-                return unknown[turn - len(members)]
-            target = members[turn]
-        mine = [i for i, m in enumerate(self._members) if m == target]
-        return mine[next(self._spread) % len(mine)]
+        """A channel index for a call (see routing.choose_channel)."""
+        return routing.choose_channel(
+            self._members, affinity, self._turn.__next__, self._spread.__next__
+        )
 
     def _seen(self, index: int, decoder_id: str) -> None:
         # Connections move between decoder processes (restarts, max connection

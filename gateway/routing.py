@@ -22,7 +22,7 @@ per tile 0.84-1.00 of spreading the calls, tiles per second 0.91-1.18.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Protocol
 
 
@@ -108,6 +108,40 @@ def owner(key: Hashable, members: Iterable[str]) -> str | None:
         if best is None or weight > best:
             best = weight
     return None if best is None else best[1]
+
+
+def choose_channel(
+    members: Sequence[str],
+    affinity: Hashable | None,
+    turn: Callable[[], int],
+    spread: Callable[[], int],
+) -> int:
+    """The index of the channel a call goes to. `members[i]` is the decoder
+    process channel i last reached ("" when it has not answered yet);
+    `turn` and `spread` are the caller's counters, drawn only when used (a
+    turn taken by a keyed call would skew the shares of the others).
+
+    A call with an `affinity` goes to the process that owns it (see `owner`),
+    but only once every channel has answered: before that the owner among
+    the processes known so far need not be the owner among all of them, and
+    following it would keep every keyed call on the first process that
+    answered (a gateway serving only TIFFs, whose calls are all keyed, would
+    never learn where its other channels lead). Calls without one, and every
+    call while some channel is unknown, take turns over the processes and
+    the unknown channels, so each process gets an equal share however many
+    channels reach it. Among a process's channels, `spread` picks. Pure
+    but for the counters.
+    """
+    known = sorted({m for m in members if m})
+    unknown = [i for i, m in enumerate(members) if not m]
+    target = owner(affinity, known) if affinity is not None and not unknown else None
+    if target is None:
+        slot = turn() % (len(known) + len(unknown))
+        if slot >= len(known):
+            return unknown[slot - len(known)]
+        target = known[slot]
+    mine = [i for i, m in enumerate(members) if m == target]
+    return mine[spread() % len(mine)]
 
 
 def image_key(identifier: str) -> Hashable:

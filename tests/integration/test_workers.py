@@ -129,14 +129,15 @@ def test_renders_of_one_cached_block_go_to_one_worker(image_root: Path, tmp_path
 def test_an_image_with_stored_tiles_goes_to_one_worker(image_root: Path, tmp_path: Path) -> None:
     """StoredTiles calls of one pyramidal TIFF go to one worker (it keeps the
     image open and indexed), and different images spread over the workers.
-    Describes use the same key; renders' keys: tests/unit/test_routing.py."""
+    Describes use the same key; renders' keys: tests/unit/test_routing.py.
+    The client makes keyed calls only, as a gateway serving only TIFFs does,
+    and must still learn where each of its channels leads."""
     root = tmp_path / "images"
     root.mkdir()
     pyramid = (image_root / "sample-pyramid.tif").read_bytes()
     names = [f"pyramid-{i}" for i in range(12)]
     for name in names:
         (root / f"{name}.tif").write_bytes(pyramid)
-    (root / "sample-tiled.jp2").write_bytes((image_root / "sample-tiled.jp2").read_bytes())
     supervisor, target = start_decoder(
         root, tmp_path, "decoder-image-affinity", {"IIIF_DECODER_WORKERS": "2"}
     )
@@ -150,8 +151,11 @@ def test_an_image_with_stored_tiles_goes_to_one_worker(image_root: Path, tmp_pat
         client = DecoderClient(target, 30.0, 1, 0, 0.0, channels=8)
         await client.start()
         try:
-            tiled = await client.describe("sample-tiled")
-            known = await _learn_workers(client, tiled.version)
+            for name in names:
+                desc = await client.describe(name)
+                level = next(i for i, lv in enumerate(desc.levels) if lv.stored_tiles)
+                await client.stored_tiles(name, TileBatch(level, 0, 0, 1, 1), desc.version)
+            known = {d for d in client.decoders() if d}
             assert len(known) == 2, "8 channels reach both workers (odds of not: 2^-7)"
             owners: dict[str, set[str]] = {}
             for name in names:

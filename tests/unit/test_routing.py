@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -12,7 +13,7 @@ from decoder.engines.base import ImageInfo, Level, SourceFormat
 from decoder.pipeline.load import JP2_BLOCK, cache_block, choose_level, decode_block, level_box
 from decoder.plan import Box
 from gateway.decoder_client import Level as DescribedLevel
-from gateway.routing import block_of, image_key, owner, render_affinity
+from gateway.routing import block_of, choose_channel, image_key, owner, render_affinity
 
 
 def _jp2_info(width: int, height: int, count: int, tile: int = 0) -> ImageInfo:
@@ -118,3 +119,52 @@ def test_renders_carry_their_block_else_their_image_when_it_has_stored_tiles() -
     )
     assert render_affinity("t", "v1", levels(False), 4000, 3000, 0, whole, 400, 300) is None
     assert image_key("t") == image_key("t") != image_key("u")
+
+
+def _picks(members: list[str], affinities: list[object]) -> list[int]:
+    turn, spread = itertools.count(), itertools.count()
+    return [choose_channel(members, a, turn.__next__, spread.__next__) for a in affinities]
+
+
+def test_keyed_calls_wait_for_every_channel_to_answer_before_following_their_key() -> None:
+    """One process known, two channels not: keyed calls must still reach the
+    unknown channels (else a gateway of keyed calls only, TIFFs, would never
+    learn where they lead and send everything to the first process)."""
+    members = ["a", "", "a", ""]
+    picks = _picks(members, [image_key(f"img{i}") for i in range(6)])
+    assert {1, 3} <= set(picks)
+    assert picks == _picks(members, [None] * 6)  # the same turns as unkeyed calls
+
+
+def test_keyed_calls_follow_their_owner_once_every_channel_has_answered() -> None:
+    members = ["a", "b", "a", "b"]
+    keys = [image_key(f"img{i}") for i in range(40)]
+    for key, index in zip(keys, _picks(members, keys), strict=True):
+        assert members[index] == owner(key, ["a", "b"])
+    # ... and use every channel of their owner, not one.
+    assert set(_picks(members, [keys[0]] * 4)) in ({0, 2}, {1, 3})
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=8),
+    st.lists(st.booleans(), min_size=1, max_size=30),
+)
+def test_unkeyed_calls_share_the_processes_equally_whatever_the_keyed_ones_do(
+    members: list[str], keyed: list[bool]
+) -> None:
+    """Every channel known: unkeyed calls take turns over the processes
+    alone, however keyed calls fall between them (a keyed call never uses
+    up an unkeyed one's turn)."""
+    slots = len(set(members))
+    turn, spread = itertools.count(), itertools.count()
+    unkeyed = []
+    for is_keyed in keyed:
+        index = choose_channel(
+            members, image_key("x") if is_keyed else None, turn.__next__, spread.__next__
+        )
+        assert 0 <= index < len(members)
+        if not is_keyed:
+            unkeyed.append(members[index])
+    # Each window of `slots` unkeyed calls visits every process once.
+    for start in range(0, len(unkeyed) - slots + 1, slots):
+        assert len(set(unkeyed[start : start + slots])) == slots
