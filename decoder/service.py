@@ -221,17 +221,25 @@ class ImageService:
                 )
             else:
                 cells = list(selection.cells)
+            read = functools.partial(
+                stored_tiles.read_stored_groups,
+                obj.reader,
+                info,
+                (stat.key, stat.version),
+                selection.level,
+                span,
+                cells,
+                MAX_STORED_TILE_BYTES,
+            )
             async with self._admission.slot(cost):
-                tiles = await self._run(
-                    stored_tiles.read_stored_groups,
-                    obj.reader,
-                    info,
-                    (stat.key, stat.version),
-                    selection.level,
-                    span,
-                    cells,
-                    MAX_STORED_TILE_BYTES,
-                )
+                # Whole tiles of a local file are a few reads from the page
+                # cache and some Python, which holds the GIL in a thread too:
+                # done here, they spare two thread wake-ups per call (the
+                # cost of the cheapest calls; bench/wakeups.py). Joins (span
+                # > 1) run in C without the GIL, and remote reads wait on the
+                # network: those go to the decode threads.
+                local = obj.reader.path is not None
+                tiles = read() if span == 1 and local else await self._run(read)
         finally:
             obj.reader.close()
         return StoredTiles(stat, "image/jpeg", tiles)

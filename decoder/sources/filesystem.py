@@ -196,7 +196,29 @@ class FilesystemSource(Source):
         Raises InvalidIdentifier, ObjectNotFound or SourceUnavailable.
         """
         validate_identifier(identifier)
+        # A file found before opens with two system calls, done here: handing
+        # them to a thread and back costs more (two thread wake-ups, each
+        # 40-80 us between cores on our benchmark machines: bench/wakeups.py)
+        # and every stored-tile call opens its file. Finding a file scans its
+        # folder, which may be large or remote: that goes to a thread.
+        remembered = self._remembered(identifier)
+        if remembered is not None:
+            try:
+                return self._open_located(remembered)
+            except ObjectNotFound:  # gone or swapped: look it up again
+                self._forget(identifier)
         return await asyncio.to_thread(self._open_sync, identifier)
+
+    def _remembered(self, identifier: str) -> _Located | None:
+        if self._located is None:
+            return None
+        with self._located_lock:
+            return self._located.get(identifier)
+
+    def _forget(self, identifier: str) -> None:
+        if self._located is not None:
+            with self._located_lock:
+                self._located.pop(identifier, None)
 
     # -- blocking helpers, run in worker threads --------------------------
 
@@ -205,21 +227,17 @@ class FilesystemSource(Source):
         return self._stat_located(self._locate(identifier))
 
     def _open_sync(self, identifier: str) -> SourceObject:
-        cache = self._located
-        if cache is not None:
-            with self._located_lock:
-                remembered = cache.get(identifier)
-            if remembered is not None:
-                try:
-                    return self._open_located(remembered)
-                except ObjectNotFound:  # gone or swapped: look it up again
-                    with self._located_lock:
-                        cache.pop(identifier, None)
+        remembered = self._remembered(identifier)
+        if remembered is not None:
+            try:
+                return self._open_located(remembered)
+            except ObjectNotFound:  # gone or swapped: look it up again
+                self._forget(identifier)
         located = self._locate(identifier)
         opened = self._open_located(located)
-        if cache is not None:
+        if self._located is not None:
             with self._located_lock:
-                cache[identifier] = located
+                self._located[identifier] = located
         return opened
 
     @staticmethod

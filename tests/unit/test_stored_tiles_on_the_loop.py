@@ -1,0 +1,81 @@
+"""Whole stored tiles of a local file are read on the event loop; joins and
+remote reads go to the decode threads (decoder/service.py, stored_tiles)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from decoder.engines.registry import default_registry
+from decoder.service import ImageService, TileRect
+from decoder.sources.filesystem import FilesystemSource
+from tests.integration.s3support import _admission
+
+T = TypeVar("T")
+
+
+class CountingPool(ThreadPoolExecutor):
+    """A real thread pool that counts what it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.fixture
+def pool() -> Iterator[CountingPool]:
+    with CountingPool() as counting:
+        yield counting
+
+
+def _service(root: Path, pool: ThreadPoolExecutor) -> ImageService:
+    return ImageService(
+        source=FilesystemSource(root),
+        engines=default_registry(),
+        executor=pool,
+        admission=_admission(4),
+        describe_cache_entries=64,
+    )
+
+
+async def test_whole_tiles_of_a_local_file_need_no_thread_once_described(
+    image_root: Path, pool: CountingPool
+) -> None:
+    service = _service(image_root, pool)
+    desc = await service.describe("sample-pyramid")
+    level = next(i for i, stored in enumerate(desc.stored_tiles) if stored)
+    before = pool.submitted
+    found = await service.stored_tiles("sample-pyramid", TileRect(level, 0, 0, 1, 1))
+    assert found.tiles
+    assert found.tiles[0][2][:2] == b"\xff\xd8"
+    assert pool.submitted == before
+    # Groups of tiles are joined in C without the GIL: on a decode thread.
+    await service.stored_tiles("sample-pyramid", TileRect(level, 0, 0, 1, 1, span=2))
+    assert pool.submitted == before + 1
+
+
+async def test_a_remembered_file_opens_without_a_thread(
+    image_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = FilesystemSource(image_root)
+    threads: list[object] = []
+    real = asyncio.to_thread
+
+    async def counting(fn: Callable[..., T], /, *args: Any) -> T:
+        threads.append(fn)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+    for _ in range(3):
+        obj = await source.open("sample-pyramid")
+        obj.reader.close()
+    assert len(threads) == 1  # the first open finds the file in a thread
