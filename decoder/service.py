@@ -232,12 +232,13 @@ class ImageService:
                 MAX_STORED_TILE_BYTES,
             )
             async with self._admission.slot(cost):
-                # Whole tiles of a local file are a few reads from the page
-                # cache and some Python, which holds the GIL in a thread too:
-                # done here, they spare two thread wake-ups per call (the
-                # cost of the cheapest calls; bench/wakeups.py). Joins (span
-                # > 1) run in C without the GIL, and remote reads wait on the
-                # network: those go to the decode threads.
+                # Single tiles of a local file are a few reads from the page
+                # cache and some Python, which holds the GIL in a thread too
+                # (an edge tile adds a one-tile crop): done here, they spare
+                # two thread wake-ups per call, much of what the cheapest
+                # calls cost (bench/wakeups.py). Groups (span > 1) are joined
+                # in C without the GIL, and remote reads wait on the network:
+                # those go to the decode threads.
                 local = obj.reader.path is not None
                 tiles = read() if span == 1 and local else await self._run(read)
         finally:

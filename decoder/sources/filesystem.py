@@ -197,10 +197,11 @@ class FilesystemSource(Source):
         """
         validate_identifier(identifier)
         # A file found before opens with two system calls, done here: handing
-        # them to a thread and back costs more (two thread wake-ups, each
-        # 40-80 us between cores on our benchmark machines: bench/wakeups.py)
-        # and every stored-tile call opens its file. Finding a file scans its
-        # folder, which may be large or remote: that goes to a thread.
+        # them to a thread and back costs more (two thread wake-ups, about
+        # 40 us each between cores on our benchmark machines:
+        # bench/wakeups.py), and every stored-tile call opens its file.
+        # Finding a file scans its folder, which may be large or remote: that
+        # goes to a thread.
         remembered = self._remembered(identifier)
         if remembered is not None:
             try:
