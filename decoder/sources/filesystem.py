@@ -202,24 +202,26 @@ class FilesystemSource(Source):
         # bench/wakeups.py), and every stored-tile call opens its file.
         # Finding a file scans its folder, which may be large or remote: that
         # goes to a thread.
-        remembered = self._remembered(identifier)
-        if remembered is not None:
-            try:
-                return self._open_located(remembered)
-            except ObjectNotFound:  # gone or swapped: look it up again
-                self._forget(identifier)
-        return await asyncio.to_thread(self._open_sync, identifier)
+        opened = self._open_remembered(identifier)
+        if opened is not None:
+            return opened
+        return await asyncio.to_thread(self._find_and_open, identifier)
 
-    def _remembered(self, identifier: str) -> _Located | None:
+    def _open_remembered(self, identifier: str) -> SourceObject | None:
+        """The file found before for `identifier`, opened; None when none is
+        remembered or it is gone or swapped (then it is forgotten)."""
         if self._located is None:
             return None
         with self._located_lock:
-            return self._located.get(identifier)
-
-    def _forget(self, identifier: str) -> None:
-        if self._located is not None:
+            remembered = self._located.get(identifier)
+        if remembered is None:
+            return None
+        try:
+            return self._open_located(remembered)
+        except ObjectNotFound:  # look it up again
             with self._located_lock:
                 self._located.pop(identifier, None)
+            return None
 
     # -- blocking helpers, run in worker threads --------------------------
 
@@ -227,13 +229,7 @@ class FilesystemSource(Source):
         # Located afresh: a stat has no descriptor to check containment on.
         return self._stat_located(self._locate(identifier))
 
-    def _open_sync(self, identifier: str) -> SourceObject:
-        remembered = self._remembered(identifier)
-        if remembered is not None:
-            try:
-                return self._open_located(remembered)
-            except ObjectNotFound:  # gone or swapped: look it up again
-                self._forget(identifier)
+    def _find_and_open(self, identifier: str) -> SourceObject:
         located = self._locate(identifier)
         opened = self._open_located(located)
         if self._located is not None:
