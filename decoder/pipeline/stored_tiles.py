@@ -79,6 +79,15 @@ def working_bytes(tile_width: int, tile_height: int, span: int) -> int:
     return 6 * pixels
 
 
+def split_cells(cells: Sequence[Cell], parts: int) -> list[list[Cell]]:
+    """`cells` in at most `parts` runs of consecutive cells, as even as they
+    go (none empty; one empty run when there are no cells). Pure."""
+    if not cells:
+        return [[]]
+    size = -(-len(cells) // max(1, parts))
+    return [list(cells[i : i + size]) for i in range(0, len(cells), size)]
+
+
 def rectangle_cells(level: TiledLevel, span: int, columns: range, rows: range) -> list[Cell]:
     """The cells of `columns` x `rows` in the level's grid of `span` x `span`
     groups, clipped to the grid, row by row. Pure."""

@@ -1,5 +1,6 @@
 """Whole stored tiles of a local file are read on the event loop; joins and
-remote reads go to the decode threads (decoder/service.py, stored_tiles)."""
+remote reads go to the decode threads, a local file's groups to several at
+once (decoder/service.py, stored_tiles)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from decoder.engines.registry import default_registry
-from decoder.service import ImageService, TileRect
+from decoder.pipeline.stored_tiles import split_cells
+from decoder.service import JOIN_TASKS, ImageService, TileRect
 from decoder.sources.filesystem import FilesystemSource
 from tests.integration.s3support import _admission
 
@@ -79,3 +83,39 @@ async def test_a_remembered_file_opens_without_a_thread(
         obj = await source.open("sample-pyramid")
         obj.reader.close()
     assert len(threads) == 1  # the first open finds the file in a thread
+
+
+async def test_groups_of_a_local_file_are_joined_by_several_threads_alike(
+    image_root: Path, pool: CountingPool
+) -> None:
+    """A call of several groups splits them over up to JOIN_TASKS decode
+    tasks and answers exactly what joining them one call at a time does."""
+    service = _service(image_root, pool)
+    desc = await service.describe("sample-pyramid")
+    level = next(i for i, stored in enumerate(desc.stored_tiles) if stored)
+    grid = TileRect(level, 0, 0, 2, 2, span=2)
+    before = pool.submitted
+    together = (await service.stored_tiles("sample-pyramid", grid)).tiles
+    assert pool.submitted - before == min(JOIN_TASKS, len(together)) > 1
+    alone = [
+        tile
+        for row in range(2)
+        for column in range(2)
+        for tile in (
+            await service.stored_tiles("sample-pyramid", TileRect(level, column, row, 1, 1, span=2))
+        ).tiles
+    ]
+    assert together == alone
+
+
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), max_size=40), st.integers(1, 8))
+def test_split_cells_keeps_every_cell_in_order_in_at_most_the_parts_asked(
+    cells: list[tuple[int, int]], parts: int
+) -> None:
+    split = split_cells(cells, parts)
+    assert [cell for part in split for cell in part] == cells
+    assert 1 <= len(split) <= max(1, parts)
+    if cells:
+        assert all(part for part in split)
+        assert len({len(part) for part in split[:-1]}) <= 1
+        assert len(split[-1]) <= len(split[0])
