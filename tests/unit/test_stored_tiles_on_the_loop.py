@@ -14,11 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from decoder.engines.registry import default_registry
 from decoder.pipeline.stored_tiles import split_cells
 from decoder.service import JOIN_TASKS, ImageService, TileRect
 from decoder.sources.filesystem import FilesystemSource
-from tests.integration.s3support import _admission
+from tests.integration.s3support import image_service
 
 T = TypeVar("T")
 
@@ -42,13 +41,7 @@ def pool() -> Iterator[CountingPool]:
 
 
 def _service(root: Path, pool: ThreadPoolExecutor) -> ImageService:
-    return ImageService(
-        source=FilesystemSource(root),
-        engines=default_registry(),
-        executor=pool,
-        admission=_admission(4),
-        describe_cache_entries=64,
-    )
+    return image_service(FilesystemSource(root), pool)
 
 
 async def test_whole_tiles_of_a_local_file_need_no_thread_once_described(
