@@ -114,6 +114,16 @@ MAX_STORED_TILE_BYTES: Final = 3 * 1024 * 1024
 # p99 at c=16 from 62 to 51 ms at the same rate; one thread a group (7 at
 # once) cost 13% of the rate at c=4.
 JOIN_TASKS: Final = 4
+# A call of a local file whose groups hold at most this many stored tiles is
+# joined on the event loop, as whole tiles are read there: a few ms of C (the
+# loop waits, about 1.5 ms a 2 x 2 group) instead of two thread wake-ups,
+# which on our 2-core machines cost more than the join at low concurrency.
+# Measured on TIFF first passes, alternating with joins on threads: in two
+# slow hours (8 rounds each) 1.07-1.14 of the rate at c=4 with p99 20-23 ->
+# 18-19 ms, and 1.00-1.04 at c=16; in a fast hour (10 rounds) the same rate
+# at both, p99 45 -> 40 ms at c=16 and 15 -> 14 ms at c=4. Up to 4 groups
+# inline gave 1.10 at c=4 but 0.96 at c=16.
+INLINE_JOIN_TILES: Final = 8
 # What a call may hold at once: the tiles as read (with the gaps between
 # tiles read together), their spliced copies and the answer; the working
 # memory of a group being joined is added per call.
@@ -225,12 +235,22 @@ class ImageService:
             else:
                 cells = list(dict.fromkeys(selection.cells))  # each once, across parts too
             local = obj.reader.path is not None
-            # Groups of a local file are joined by several decode threads at
-            # once (in C, without the GIL): a viewer's first 512 px tiles come
-            # in calls of several groups, and joined one after the other they
-            # set its slowest waits. A remote file's groups stay one task, so
-            # that their reads are planned together.
-            parts = stored_tiles.split_cells(cells, JOIN_TASKS if span > 1 and local else 1)
+            # Single tiles of a local file are a few reads from the page cache
+            # and some Python, which holds the GIL in a thread too (an edge
+            # tile adds a one-tile crop): done on the loop, they spare two
+            # thread wake-ups per call, much of what the cheapest calls cost
+            # (bench/wakeups.py). So are a few groups (INLINE_JOIN_TILES).
+            inline = local and (span == 1 or len(cells) * span * span <= INLINE_JOIN_TILES)
+            # More groups of a local file are joined by several decode threads
+            # at once (in C, without the GIL): a viewer's first 512 px tiles
+            # come in calls of several groups, and joined one after the other
+            # they set its slowest waits. A remote file's groups stay one
+            # task, so that their reads are planned together.
+            parts = (
+                [cells]
+                if inline
+                else stored_tiles.split_cells(cells, JOIN_TASKS if span > 1 and local else 1)
+            )
             cost = _STORED_TILES_COST + len(parts) * stored_tiles.working_bytes(
                 level.tile_width, level.tile_height, span
             )
@@ -243,14 +263,7 @@ class ImageService:
                 span,
             )
             async with self._admission.slot(cost):
-                # Single tiles of a local file are a few reads from the page
-                # cache and some Python, which holds the GIL in a thread too
-                # (an edge tile adds a one-tile crop): done here, they spare
-                # two thread wake-ups per call, much of what the cheapest
-                # calls cost (bench/wakeups.py). Groups (span > 1) are joined
-                # in C without the GIL, and remote reads wait on the network:
-                # those go to the decode threads.
-                if span == 1 and local:
+                if inline:
                     tiles = read(cells, MAX_STORED_TILE_BYTES)
                 else:
                     # The parts share the byte cap, so the call holds no more.

@@ -1,6 +1,6 @@
-"""Whole stored tiles of a local file are read on the event loop; joins and
-remote reads go to the decode threads, a local file's groups to several at
-once (decoder/service.py, stored_tiles)."""
+"""Whole stored tiles and a few groups of a local file are read and joined
+on the event loop; more groups and remote reads go to the decode threads, a
+local file's groups to several at once (decoder/service.py, stored_tiles)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from decoder.pipeline.stored_tiles import split_cells
-from decoder.service import JOIN_TASKS, ImageService, TileRect
+from decoder.service import INLINE_JOIN_TILES, JOIN_TASKS, ImageService, TileRect
 from decoder.sources.filesystem import FilesystemSource
 from tests.integration.s3support import image_service
 
@@ -44,7 +44,7 @@ def _service(root: Path, pool: ThreadPoolExecutor) -> ImageService:
     return image_service(FilesystemSource(root), pool)
 
 
-async def test_whole_tiles_of_a_local_file_need_no_thread_once_described(
+async def test_whole_tiles_and_a_few_groups_of_a_local_file_need_no_thread_once_described(
     image_root: Path, pool: CountingPool
 ) -> None:
     service = _service(image_root, pool)
@@ -55,9 +55,12 @@ async def test_whole_tiles_of_a_local_file_need_no_thread_once_described(
     assert found.tiles
     assert found.tiles[0][2][:2] == b"\xff\xd8"
     assert pool.submitted == before
-    # Groups of tiles are joined in C without the GIL: on a decode thread.
-    await service.stored_tiles("sample-pyramid", TileRect(level, 0, 0, 1, 1, span=2))
-    assert pool.submitted == before + 1
+    # Up to INLINE_JOIN_TILES stored tiles of groups are joined on the loop too.
+    assert 2 * 2 * 2 <= INLINE_JOIN_TILES < 4 * 2 * 2
+    joined = await service.stored_tiles("sample-pyramid", TileRect(level, 0, 0, 2, 1, span=2))
+    assert len(joined.tiles) == 2
+    assert all(data[:2] == b"\xff\xd8" for _column, _row, data in joined.tiles)
+    assert pool.submitted == before
 
 
 async def test_a_remembered_file_opens_without_a_thread(
