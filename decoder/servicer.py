@@ -28,6 +28,7 @@ from decoder.service import (
     Description,
     ImageService,
     SourceTooLarge,
+    StoredTiles,
     TileCells,
     TileRect,
     TileSelection,
@@ -37,6 +38,10 @@ from decoder.sources.base import InvalidIdentifier, ObjectNotFound, SourceUnavai
 from decoder.sources.s3 import SourceAccessDenied
 
 log = structlog.get_logger("decoder")
+
+# The service's answer, under a name the servicer's StoredTiles method does
+# not hide.
+FoundTiles = StoredTiles
 
 _FORMATS: dict[int, OutputFormat] = {
     pb.OUTPUT_FORMAT_UNSPECIFIED: OutputFormat.JPEG,
@@ -255,29 +260,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         self, request: pb.StoredTilesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StoredTile]:
         with _observed("StoredTiles", context, request.identifier) as outcome:
-            selection: TileSelection
-            if request.cells:
-                selection = TileCells(
-                    request.level,
-                    tuple((cell.column, cell.row) for cell in request.cells),
-                    request.span,
-                )
-            else:
-                selection = TileRect(
-                    request.level,
-                    request.column,
-                    request.row,
-                    request.columns,
-                    request.rows,
-                    request.span,
-                )
-            try:
-                found = await self._service.stored_tiles(
-                    request.identifier, selection, request.expected_version
-                )
-            except Exception as exc:
-                await _abort(context, exc, "StoredTiles", request.identifier, outcome)
-                raise
+            found = await self._stored_tiles(request, context, "StoredTiles", outcome)
             messages = (
                 packed_messages(found.tiles, PACKED_MESSAGE_BYTES)
                 if request.packed
@@ -298,6 +281,55 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
                     ],
                 )
             await self._linger_if_draining()
+
+    async def StoredTilesAtOnce(
+        self, request: pb.StoredTilesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StoredTilesReply:
+        with _observed("StoredTilesAtOnce", context, request.identifier) as outcome:
+            found = await self._stored_tiles(request, context, "StoredTilesAtOnce", outcome)
+            reply = pb.StoredTilesReply(
+                tiles=[
+                    pb.StoredTile(column=c, row=r, content_type=found.content_type, data=data)
+                    for c, r, data in found.tiles
+                ],
+                version=found.stat.version,
+                decoder_id=self._decoder_id,
+            )
+            # Up to 3 MiB, more than the flow-control window: like a stream's
+            # tail, it must not be cut by a draining server's reset.
+            await self._linger_if_draining()
+            return reply
+
+    async def _stored_tiles(
+        self,
+        request: pb.StoredTilesRequest,
+        context: grpc.aio.ServicerContext,
+        rpc: str,
+        outcome: _Outcome,
+    ) -> FoundTiles:
+        selection: TileSelection
+        if request.cells:
+            selection = TileCells(
+                request.level,
+                tuple((cell.column, cell.row) for cell in request.cells),
+                request.span,
+            )
+        else:
+            selection = TileRect(
+                request.level,
+                request.column,
+                request.row,
+                request.columns,
+                request.rows,
+                request.span,
+            )
+        try:
+            return await self._service.stored_tiles(
+                request.identifier, selection, request.expected_version
+            )
+        except Exception as exc:
+            await _abort(context, exc, rpc, request.identifier, outcome)
+            raise  # unreachable: abort raises
 
 
 # A packed StoredTiles message holds groups up to this many bytes (at least

@@ -177,6 +177,9 @@ class DecoderClient:
             for _ in range(self._channel_count)
         ]
         self._stubs = [decoder_pb2_grpc.DecoderStub(c) for c in self._channels]
+        # False once a channel reached a decoder without StoredTilesAtOnce (an
+        # older one, in a rolling upgrade): that channel streams StoredTiles.
+        self._at_once = [True] * len(self._stubs)
         # The decoder process last seen answering on each channel ("" unknown).
         self._members = [""] * len(self._stubs)
         self._turn = itertools.count()  # over decoder processes
@@ -351,20 +354,46 @@ class DecoderClient:
         self, request: pb.StoredTilesRequest, expected_version: str
     ) -> StoredTiles:
         index = self._pick(routing.image_key(request.identifier))
-        found = StoredTiles(expected_version, {})
         try:
-            async for tile in self._stubs[index].StoredTiles(
-                request, timeout=self._timeout_s, metadata=_metadata()
-            ):
-                found.version = tile.version
-                found.tiles[(tile.column, tile.row)] = (tile.content_type, tile.data)
-                for more in tile.more:
-                    found.tiles[(more.column, more.row)] = (more.content_type, more.data)
-                found.decoder_id = tile.decoder_id
-                self._seen(index, tile.decoder_id)
+            if self._at_once[index]:
+                try:
+                    return self._found(
+                        index,
+                        await self._stubs[index].StoredTilesAtOnce(
+                            request, timeout=self._timeout_s, metadata=_metadata()
+                        ),
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                        raise
+                    self._at_once[index] = False
+            return await self._streamed_tiles(index, request, expected_version)
         except grpc.aio.AioRpcError as exc:
             self._lost(index, exc)
             raise self._error(exc) from None
+
+    def _found(self, index: int, reply: pb.StoredTilesReply) -> StoredTiles:
+        self._seen(index, reply.decoder_id)
+        return StoredTiles(
+            reply.version,
+            {(tile.column, tile.row): (tile.content_type, tile.data) for tile in reply.tiles},
+            reply.decoder_id,
+        )
+
+    async def _streamed_tiles(
+        self, index: int, request: pb.StoredTilesRequest, expected_version: str
+    ) -> StoredTiles:
+        """As StoredTilesAtOnce, from the StoredTiles stream (packed)."""
+        found = StoredTiles(expected_version, {})
+        async for tile in self._stubs[index].StoredTiles(
+            request, timeout=self._timeout_s, metadata=_metadata()
+        ):
+            found.version = tile.version
+            found.tiles[(tile.column, tile.row)] = (tile.content_type, tile.data)
+            for more in tile.more:
+                found.tiles[(more.column, more.row)] = (more.content_type, more.data)
+            found.decoder_id = tile.decoder_id
+            self._seen(index, tile.decoder_id)
         return found
 
     async def _chunks(

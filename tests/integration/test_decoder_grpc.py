@@ -441,6 +441,35 @@ def test_stored_tiles_packed_come_in_one_message(stub: decoder_pb2_grpc.DecoderS
     assert packed == [(t.column, t.row, t.content_type, t.data) for t in one_each]
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"columns": 16, "rows": 16},
+        {"level": 1, "span": 2, "columns": 8, "rows": 8},
+        {"span": 2, "cells": [pb.GridCell(column=c, row=r) for c, r in [(2, 1), (9, 9), (0, 0)]]},
+        {"level": 1, "column": 9, "row": 9, "columns": 1, "rows": 1},
+    ],
+    ids=["rectangle", "groups", "cells", "past-the-grid"],
+)
+def test_stored_tiles_at_once_answers_what_the_stream_does(
+    stub: decoder_pb2_grpc.DecoderStub, fields: dict[str, object]
+) -> None:
+    desc = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
+    streamed = stored_tiles(stub, identifier="sample-pyramid", **fields)
+
+    reply = stub.StoredTilesAtOnce(
+        pb.StoredTilesRequest(identifier="sample-pyramid", **fields),  # type: ignore[arg-type]
+        timeout=30,
+    )
+
+    assert [(t.column, t.row, t.content_type, t.data) for t in reply.tiles] == [
+        (t.column, t.row, t.content_type, t.data) for t in streamed
+    ]
+    assert reply.version == desc.version
+    assert reply.decoder_id == desc.decoder_id
+    assert not any(t.version or t.decoder_id or t.more for t in reply.tiles)
+
+
 def test_stored_tiles_level_just_past_the_last(stub: decoder_pb2_grpc.DecoderStub) -> None:
     desc = stub.Describe(pb.DescribeRequest(identifier="sample-pyramid"), timeout=30)
     last = len(desc.levels) - 1
@@ -511,6 +540,10 @@ def test_stored_tiles_errors(
     err = rpc_error(lambda: stored_tiles(stub, **request))
     assert err.code() == code
     assert err.details()
+    at_once = rpc_error(
+        lambda: stub.StoredTilesAtOnce(pb.StoredTilesRequest(**request), timeout=30)  # type: ignore[arg-type]
+    )
+    assert (at_once.code(), at_once.details()) == (code, err.details())
 
 
 @pytest.mark.parametrize(("setting", "module"), [("uvloop", "uvloop"), ("asyncio", "asyncio")])

@@ -151,11 +151,12 @@ _COUNTERS: dict[str, tuple[str, str, dict[str, str]]] = {
     "batches_error": ("gateway", "iiif_gateway_stored_tile_batches_total", {"outcome": "error"}),
     "cache_hits": ("gateway", "iiif_gateway_render_cache_total", {"outcome": "hit"}),
     "cache_misses": ("gateway", "iiif_gateway_render_cache_total", {"outcome": "miss"}),
-    "stored_tiles_rpcs": ("decoder", "iiif_decoder_rpcs_total", {"rpc": "StoredTiles"}),
+    # The gateway asks for stored tiles with the unary StoredTilesAtOnce.
+    "stored_tiles_rpcs": ("decoder", "iiif_decoder_rpcs_total", {"rpc": "StoredTilesAtOnce"}),
     "stored_tiles_aborted": (
         "decoder",
         "iiif_decoder_rpcs_total",
-        {"rpc": "StoredTiles", "code": "ABORTED"},
+        {"rpc": "StoredTilesAtOnce", "code": "ABORTED"},
     ),
     "render_rpcs": ("decoder", "iiif_decoder_rpcs_total", {"rpc": "Render"}),
 }

@@ -534,3 +534,36 @@ class StoredTile(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StoredTile: _TypeAlias = StoredTile  # noqa: Y015
+
+@_typing.final
+class StoredTilesReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TILES_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    DECODER_ID_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """The source's version token and the decoder process that answered, as
+    in RenderHeader.
+    """
+    decoder_id: _builtins.str
+    @_builtins.property
+    def tiles(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredTile]:
+        """The groups, in order. Each carries column, row, content_type and data;
+        version, decoder_id and more are empty (they are this message's).
+        """
+
+    def __init__(
+        self,
+        *,
+        tiles: _abc.Iterable[Global___StoredTile] | None = ...,
+        version: _builtins.str = ...,
+        decoder_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decoder_id", b"decoder_id", "tiles", b"tiles", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredTilesReply: _TypeAlias = StoredTilesReply  # noqa: Y015

@@ -49,6 +49,11 @@ class DecoderStub:
                 request_serializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesRequest.SerializeToString,
                 response_deserializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTile.FromString,
                 _registered_method=True)
+        self.StoredTilesAtOnce = channel.unary_unary(
+                '/iiif.decoder.v1.Decoder/StoredTilesAtOnce',
+                request_serializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesRequest.SerializeToString,
+                response_deserializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesReply.FromString,
+                _registered_method=True)
 
 
 class DecoderServicer:
@@ -108,6 +113,20 @@ class DecoderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StoredTilesAtOnce(self, request, context):
+        """StoredTilesAtOnce is StoredTiles answered in one message: the same
+        groups in the same order, left out for the same reasons, with the same
+        errors (`packed` does not apply). The answer, at most 3 MiB, always fits
+        a message. For callers that take a call's tiles at once, as the gateway
+        does: a unary call costs a Python gRPC client and server less than a
+        stream (TIFF first passes through the gateway at c=16, four runs of
+        8-16 alternating rounds: 2-19% less CPU a request, 0.97-1.21 of the
+        rate, 1.06 in the longest run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecoderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +144,11 @@ def add_DecoderServicer_to_server(servicer, server):
                     servicer.StoredTiles,
                     request_deserializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesRequest.FromString,
                     response_serializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTile.SerializeToString,
+            ),
+            'StoredTilesAtOnce': grpc.unary_unary_rpc_method_handler(
+                    servicer.StoredTilesAtOnce,
+                    request_deserializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesRequest.FromString,
+                    response_serializer=iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -208,6 +232,33 @@ class Decoder:
             '/iiif.decoder.v1.Decoder/StoredTiles',
             iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesRequest.SerializeToString,
             iiif__decoder_dot_v1_dot_decoder__pb2.StoredTile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoredTilesAtOnce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iiif.decoder.v1.Decoder/StoredTilesAtOnce',
+            iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesRequest.SerializeToString,
+            iiif__decoder_dot_v1_dot_decoder__pb2.StoredTilesReply.FromString,
             options,
             channel_credentials,
             insecure,

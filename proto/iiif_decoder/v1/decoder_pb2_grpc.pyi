@@ -77,6 +77,16 @@ class DecoderStub:
     past 3 MiB of answer in all: render those. Errors as for
     Render; FAILED_PRECONDITION for a level without stored tiles.
     """
+    StoredTilesAtOnce: _grpc.UnaryUnaryMultiCallable[_decoder_pb2.StoredTilesRequest, _decoder_pb2.StoredTilesReply]
+    """StoredTilesAtOnce is StoredTiles answered in one message: the same
+    groups in the same order, left out for the same reasons, with the same
+    errors (`packed` does not apply). The answer, at most 3 MiB, always fits
+    a message. For callers that take a call's tiles at once, as the gateway
+    does: a unary call costs a Python gRPC client and server less than a
+    stream (TIFF first passes through the gateway at c=16, four runs of
+    8-16 alternating rounds: 2-19% less CPU a request, 0.97-1.21 of the
+    rate, 1.06 in the longest run).
+    """
 
 @_typing.type_check_only
 class DecoderAsyncStub(DecoderStub):
@@ -122,6 +132,16 @@ class DecoderAsyncStub(DecoderStub):
     that cannot be sent without decoding are left out, and so are those
     past 3 MiB of answer in all: render those. Errors as for
     Render; FAILED_PRECONDITION for a level without stored tiles.
+    """
+    StoredTilesAtOnce: _aio.UnaryUnaryMultiCallable[_decoder_pb2.StoredTilesRequest, _decoder_pb2.StoredTilesReply]  # type: ignore[assignment]
+    """StoredTilesAtOnce is StoredTiles answered in one message: the same
+    groups in the same order, left out for the same reasons, with the same
+    errors (`packed` does not apply). The answer, at most 3 MiB, always fits
+    a message. For callers that take a call's tiles at once, as the gateway
+    does: a unary call costs a Python gRPC client and server less than a
+    stream (TIFF first passes through the gateway at c=16, four runs of
+    8-16 alternating rounds: 2-19% less CPU a request, 0.97-1.21 of the
+    rate, 1.06 in the longest run).
     """
 
 class DecoderServicer(metaclass=_abc_1.ABCMeta):
@@ -183,6 +203,22 @@ class DecoderServicer(metaclass=_abc_1.ABCMeta):
         that cannot be sent without decoding are left out, and so are those
         past 3 MiB of answer in all: render those. Errors as for
         Render; FAILED_PRECONDITION for a level without stored tiles.
+        """
+
+    @_abc_1.abstractmethod
+    def StoredTilesAtOnce(
+        self,
+        request: _decoder_pb2.StoredTilesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decoder_pb2.StoredTilesReply, _abc.Awaitable[_decoder_pb2.StoredTilesReply]]:
+        """StoredTilesAtOnce is StoredTiles answered in one message: the same
+        groups in the same order, left out for the same reasons, with the same
+        errors (`packed` does not apply). The answer, at most 3 MiB, always fits
+        a message. For callers that take a call's tiles at once, as the gateway
+        does: a unary call costs a Python gRPC client and server less than a
+        stream (TIFF first passes through the gateway at c=16, four runs of
+        8-16 alternating rounds: 2-19% less CPU a request, 0.97-1.21 of the
+        rate, 1.06 in the longest run).
         """
 
 def add_DecoderServicer_to_server(servicer: DecoderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
