@@ -22,27 +22,42 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Ports this process has handed out. A server binds its port a while after
+# it is chosen (a decoder takes seconds to start), and the cases of a run
+# start in parallel: the kernel may offer a chosen, not yet bound port again,
+# and the second server then fails to bind ("address already in use": a
+# smoke run lost our whole local case that way).
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago, never one this
+    process handed out before."""
+    return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` different TCP ports on 127.0.0.1 that were free a moment ago.
+    """`count` different TCP ports on 127.0.0.1 that were free a moment ago,
+    none handed out before by this process.
 
-    All are held open until all are chosen: separate free_port() calls may
-    return the same port twice, and a server given it twice fails to bind.
+    All are held open until all are chosen, so the kernel cannot offer one
+    twice meanwhile.
     """
-    with contextlib.ExitStack() as stack:
-        socks = [
-            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            for _ in range(count)
-        ]
-        for sock in socks:
+    with _handed_out_lock, contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        attempts = count + 1000
+        while len(ports) < count:
+            if attempts == 0:
+                raise OSError("no free port that was not handed out already")
+            attempts -= 1
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+            port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                ports.append(port)
+        _handed_out.update(ports)
+        return ports
 
 
 def spawn(

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,22 @@ def iipimage_missing() -> str | None:
     return None
 
 
+# A Unix socket's path holds at most 107 bytes, and lighttpd appends "-N"
+# for each FastCGI process: a run's folder can be longer than that (pytest's
+# temporary folders are), so the socket lives in the temporary folder.
+_SOCKET_PATH_MAX: Final = 100
+
+
+def fastcgi_socket(workdir: Path, port: int) -> Path:
+    """Where lighttpd puts IIPImage's FastCGI socket: in `workdir` when its
+    path is short enough, else in the system's temporary folder (named by
+    our process and the run's port, both unique while it runs)."""
+    beside = workdir / "iipsrv.sock"
+    if len(os.fsencode(beside)) <= _SOCKET_PATH_MAX:
+        return beside
+    return Path(tempfile.gettempdir()) / f"iipsrv-{os.getpid()}-{port}.sock"
+
+
 def lighttpd_config(port: int, workdir: Path, image_root: Path, fcgi_procs: int) -> str:
     """A lighttpd.conf serving IIPImage's FastCGI at /fcgi-bin/iipsrv.fcgi on 127.0.0.1."""
     env = {
@@ -172,7 +189,7 @@ server.port = {port}
 server.errorlog = "{workdir}/lighttpd-error.log"
 server.max-connections = 1024
 fastcgi.server = ( "/fcgi-bin/iipsrv.fcgi" => ((
-    "socket" => "{workdir}/iipsrv.sock",
+    "socket" => "{fastcgi_socket(workdir, port)}",
     "check-local" => "disable",
     "bin-path" => "{IIPSRV}",
     "max-procs" => {fcgi_procs},
@@ -198,7 +215,7 @@ def start_iipimage(
     port = procs.free_port()
     conf = workdir / "lighttpd.conf"
     conf.write_text(lighttpd_config(port, workdir, image_root, fcgi_procs or cores()))
-    (workdir / "iipsrv.sock").unlink(missing_ok=True)
+    fastcgi_socket(workdir, port).unlink(missing_ok=True)
     lighttpd = shutil.which("lighttpd") or "lighttpd"
     proc = procs.spawn([lighttpd, "-D", "-f", str(conf)], workdir / "lighttpd.log")
     server = RunningServer(

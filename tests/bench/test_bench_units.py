@@ -39,6 +39,7 @@ from bench.run import (
     first_duration,
     smoke_options,
 )
+from bench.servers import fastcgi_socket, lighttpd_config
 from bench.workload import (
     RequestKind,
     Source,
@@ -426,3 +427,20 @@ def test_wait_quiet_tells_an_idle_process_from_a_busy_one() -> None:
         for proc in (idle, busy):
             proc.kill()
             proc.wait()
+
+
+def test_free_ports_are_never_handed_out_twice() -> None:
+    """Ports chosen for servers that bind them later: the kernel may offer a
+    chosen, not yet bound port again; this process never passes it on twice."""
+    ports = [procs.free_port() for _ in range(50)] + procs.free_ports(50)
+    assert len(set(ports)) == len(ports) == 100
+
+
+def test_the_fastcgi_socket_path_fits_a_unix_socket(tmp_path: Path) -> None:
+    short = fastcgi_socket(Path("/tmp/run"), 8080)
+    assert short == Path("/tmp/run/iipsrv.sock")
+    deep = tmp_path.joinpath(*(["a-rather-long-folder-name"] * 6))
+    sock = fastcgi_socket(deep, 8080)
+    # lighttpd appends "-N" per process; the kernel takes 107 bytes at most.
+    assert len(os.fsencode(sock)) + len("-16") <= 107
+    assert f'"socket" => "{sock}"' in lighttpd_config(8080, deep, tmp_path, 2)
