@@ -2,8 +2,8 @@
 (it answers UNIMPLEMENTED) still serves the gateway's stored tiles, through
 the StoredTiles stream, and the gateway stops asking it for the unary call.
 
-The older decoder is ours with that one method left unregistered: the real
-servicer and service over real gRPC on loopback."""
+The older decoder is ours with that one method hidden by a server
+interceptor: the real servicer and service over real gRPC on loopback."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from iiif_decoder.v1 import decoder_pb2 as pb
 from iiif_decoder.v1 import decoder_pb2_grpc
 
 from decoder.servicer import DecoderServicer
@@ -25,60 +24,43 @@ from tests.integration.s3support import image_service
 
 pytestmark = pytest.mark.integration
 
-SERVICE = "iiif.decoder.v1.Decoder"
-
 
 class MethodLog(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # untyped in grpc
-    """Records the method of every call the server receives, served or not."""
+    """Records the method of every call the server receives, served or not;
+    with `hidden`, serves that method as a decoder that predates it would:
+    not at all (no handler, so UNIMPLEMENTED)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: str = "") -> None:
         self.methods: list[str] = []
+        self._hidden = hidden
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        self.methods.append(handler_call_details.method.rsplit("/", 1)[-1])
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        self.methods.append(method)
+        if method == self._hidden:
+            return None
         return await continuation(handler_call_details)
 
 
-def _older_decoder_handlers(servicer: DecoderServicer) -> grpc.GenericRpcHandler:
-    """Describe and StoredTiles only, as a decoder before StoredTilesAtOnce."""
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Describe": grpc.unary_unary_rpc_method_handler(
-                servicer.Describe,
-                request_deserializer=pb.DescribeRequest.FromString,
-                response_serializer=pb.DescribeResponse.SerializeToString,
-            ),
-            "StoredTiles": grpc.unary_stream_rpc_method_handler(
-                servicer.StoredTiles,
-                request_deserializer=pb.StoredTilesRequest.FromString,
-                response_serializer=pb.StoredTile.SerializeToString,
-            ),
-        },
-    )
-
-
 @contextlib.asynccontextmanager
-async def _client_of(image_root: Path, log: MethodLog, older: bool) -> AsyncIterator[DecoderClient]:
-    """A gateway's DecoderClient on a real decoder servicer over loopback:
-    an older one (see _older_decoder_handlers) or the current one."""
+async def _client_of(
+    image_root: Path, log: MethodLog, decoder_id: str
+) -> AsyncIterator[DecoderClient]:
+    """A gateway's DecoderClient on our decoder servicer over loopback."""
     with ThreadPoolExecutor(2) as pool:
         servicer = DecoderServicer(
             image_service(FilesystemSource(image_root), pool),
             chunk_bytes=1 << 18,
             jpeg_quality=85,
             max_output_pixels=1 << 24,
-            decoder_id="older" if older else "current",
+            decoder_id=decoder_id,
         )
         server = grpc.aio.server(interceptors=[log])
-        if older:
-            server.add_generic_rpc_handlers((_older_decoder_handlers(servicer),))
-        else:
-            decoder_pb2_grpc.add_DecoderServicer_to_server(servicer, server)
+        decoder_pb2_grpc.add_DecoderServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         client = DecoderClient(f"127.0.0.1:{port}", 30.0, 1, 16, 60.0, channels=1)
@@ -91,8 +73,8 @@ async def _client_of(image_root: Path, log: MethodLog, older: bool) -> AsyncIter
 
 
 async def test_stored_tiles_from_a_decoder_without_the_unary_call(image_root: Path) -> None:
-    log = MethodLog()
-    async with _client_of(image_root, log, older=True) as client:
+    log = MethodLog(hidden="StoredTilesAtOnce")
+    async with _client_of(image_root, log, "older") as client:
         desc = await client.describe("sample-pyramid")
         first = await client.stored_tiles("sample-pyramid", TileBatch(0, 0, 0, 2, 2), "")
         second = await client.stored_cells("sample-pyramid", 0, 2, [(1, 1), (0, 0)], "")
@@ -108,7 +90,7 @@ async def test_stored_tiles_from_a_decoder_without_the_unary_call(image_root: Pa
 
 async def test_current_decoders_are_asked_for_tiles_at_once(image_root: Path) -> None:
     log = MethodLog()
-    async with _client_of(image_root, log, older=False) as client:
+    async with _client_of(image_root, log, "current") as client:
         found = await client.stored_tiles("sample-pyramid", TileBatch(0, 0, 0, 2, 2), "")
 
     assert sorted(found.tiles) == [(0, 0), (0, 1), (1, 0), (1, 1)]
