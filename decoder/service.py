@@ -246,10 +246,8 @@ class ImageService:
             # come in calls of several groups, and joined one after the other
             # they set its slowest waits. A remote file's groups stay one
             # task, so that their reads are planned together.
-            parts = (
-                [cells]
-                if inline
-                else stored_tiles.split_cells(cells, JOIN_TASKS if span > 1 and local else 1)
+            parts = stored_tiles.split_cells(
+                cells, JOIN_TASKS if local and span > 1 and not inline else 1
             )
             cost = _STORED_TILES_COST + len(parts) * stored_tiles.working_bytes(
                 level.tile_width, level.tile_height, span
