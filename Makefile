@@ -10,11 +10,12 @@ DECODER_PORT ?= 50051
 
 .PHONY: install samples run test lint format proto bench images clean
 
-$(STAMP): pyproject.toml scripts/ensure_system_deps.sh decoder/native/jpeg_mosaic.c decoder/native/build.py
+$(STAMP): pyproject.toml scripts/ensure_system_deps.sh decoder/native/jpeg_mosaic.c decoder/native/build.py decoder/native/build_openjpeg.py
 	scripts/ensure_system_deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[gateway,decoder,dev]'
 	$(PY) -m decoder.native.build
+	$(PY) -m decoder.native.build_openjpeg
 	touch $@
 
 install: $(STAMP)

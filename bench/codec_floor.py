@@ -2,7 +2,8 @@
 
 What any server must at least spend per request on this machine:
 
-* JPEG 2000: OpenJPEG itself through ctypes (Debian's libopenjp2.so.7):
+* JPEG 2000: OpenJPEG itself through ctypes (the decoder's libopenjp2: our
+  build of 2.5.4 when `make install` made it, else Debian's):
   ``opj_read_header``, ``opj_set_decoded_resolution_factor``,
   ``opj_set_decode_area``, ``opj_decode`` of exactly the region at the
   lowest sufficient resolution, so precincts and tiles are used as well as

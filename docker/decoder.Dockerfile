@@ -14,10 +14,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 # A C compiler and libjpeg's headers build decoder/native (stored-tile
-# mosaics); the runtime needs only libjpeg, which libvips42 brings.
+# mosaics); the runtime needs only libjpeg, which libvips42 brings. cmake
+# builds OpenJPEG 2.5.4 (decoder/native/build_openjpeg.py: its source comes
+# from PyPI, pinned by SHA-256) into decoder/native/openjpeg.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc libc6-dev libjpeg62-turbo-dev \
+ && apt-get install -y --no-install-recommends gcc libc6-dev libjpeg62-turbo-dev cmake make \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 WORKDIR /src
@@ -25,9 +27,11 @@ COPY pyproject.toml ./
 COPY proto ./proto
 COPY decoder ./decoder
 # pyvips runs in cffi ABI mode: it needs libvips only at run time. The native
-# module is built into the source tree first, so the install packages it.
+# module and OpenJPEG are built into the source tree first, so the install
+# packages them.
 RUN /opt/venv/bin/pip install --no-cache-dir 'cffi>=1.15' \
  && PYTHONPATH=/src /opt/venv/bin/python -m decoder.native.build \
+ && PYTHONPATH=/src /opt/venv/bin/python -m decoder.native.build_openjpeg \
  && /opt/venv/bin/pip install --no-cache-dir --no-compile '.[decoder]' \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
@@ -47,9 +51,10 @@ RUN apt-get update \
       --home-dir /nonexistent --shell /usr/sbin/nologin iiif
 COPY --from=build /opt/venv /opt/venv
 # Fail the build, not the first request, when libvips lacks its JPEG2000 loader
-# or the native module was not packaged.
+# or the native module or OpenJPEG build was not packaged.
 RUN /opt/venv/bin/python -c "import pyvips, sys; sys.exit(0 if pyvips.type_find('VipsForeign', 'jp2kload') else 'libvips has no jp2kload')" \
- && /opt/venv/bin/python -c "import sys; from decoder.native import jpeg_mosaic; sys.exit(0 if jpeg_mosaic.available() else 'decoder.native is not built')"
+ && /opt/venv/bin/python -c "import sys; from decoder.native import jpeg_mosaic; sys.exit(0 if jpeg_mosaic.available() else 'decoder.native is not built')" \
+ && /opt/venv/bin/python -c "import sys; from decoder.engines import openjpeg as o; sys.exit(0 if o.BUNDLED_LIBRARY.is_file() and o.openjpeg().opj_version() == b'2.5.4' else 'OpenJPEG 2.5.4 is not packaged')"
 # Byte code is compiled at build time; libvips spills to /tmp (TMPDIR), the
 # only path that has to be writable: the root filesystem can be read-only.
 ENV PATH=/opt/venv/bin:$PATH \

@@ -5,7 +5,8 @@
 # (test and sample images), Grok's library and header (the optional "grok"
 # JPEG2000 engine, so its tests run; the decoder needs only the library),
 # libmagic (the IIIF validator needs it), and a C compiler with libjpeg's
-# headers (decoder/native, built by `make install`).
+# headers and cmake (decoder/native and its OpenJPEG 2.5.4, built by
+# `make install`).
 set -euo pipefail
 
 missing=()
@@ -32,6 +33,7 @@ esac
 # grok.h only for the test that checks the engine's struct layouts against it.
 [ -f /usr/include/grok-10.0/grok.h ] || optional+=(libgrokj2k1-dev)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 [ -f /usr/include/jpeglib.h ] || missing+=(libjpeg62-turbo-dev)
 
 [ ${#missing[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ] && exit 0

@@ -419,12 +419,14 @@ class GrokOptions:
     largest remote object (a reader without a local path) read whole for
     Grok, in bytes; larger ones are decoded by OpenJPEG, which reads only
     what a window needs. `library`: the libgrokj2k to load (None = the
-    system's).
+    system's). `openjpeg_library`: the fallback's libopenjp2 (as
+    OpenJpegOptions.library).
     """
 
     threads: int = 1
     max_buffer_bytes: int = 32 << 20
     library: str | None = None
+    openjpeg_library: str | None = None
 
 
 class GrokEngine:
@@ -450,7 +452,9 @@ class GrokEngine:
             raise ValueError("max_buffer_bytes must be >= 0")
         self._lib = grok(self._options.library)
         self._threads = _initialize(self._lib, self._options.threads)
-        self._openjpeg = OpenJpegEngine(OpenJpegOptions(threads=self._options.threads))
+        self._openjpeg = OpenJpegEngine(
+            OpenJpegOptions(threads=self._options.threads, library=self._options.openjpeg_library)
+        )
         self._lock = threading.Lock()
         self._fallbacks = 0
 

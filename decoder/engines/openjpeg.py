@@ -25,9 +25,12 @@ what IIPImage does. One decode here is, per openjpeg.h (2.5):
    follows the codestream (JP2 boxes after jp2c), which a window never needs.
 
 OpenJPEG 2.5 decodes in strict mode by default, so truncated codestreams
-fail instead of decoding grey. It does not use TLM markers yet: each decode
-walks every tile-part header (one seek and one buffered read each), which is
-why the stream's buffer is small (see OpenJpegOptions.buffer_bytes).
+fail instead of decoding grey. The library is by default our build of
+OpenJPEG 2.5.4 (decoder/native/build_openjpeg.py, `make install`), else
+the system's. 2.5.0 (Debian 12) does not use TLM markers: each decode walks
+every tile-part header (one seek and one buffered read each), which is why
+the stream's buffer is small (see OpenJpegOptions.buffer_bytes); 2.5.3 and
+later seek to the tile-parts a window needs when the codestream has TLM.
 
 A codec object is created per call and never shared: OpenJPEG codecs are not
 thread-safe, and sharing one serializes decodes. ctypes releases the GIL
@@ -48,6 +51,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any, Final
 
 import pyvips
@@ -152,16 +156,29 @@ _MSG_FN = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
 _SIZE_T_ERROR: Final = ctypes.c_size_t(-1).value  # (OPJ_SIZE_T)-1: end of stream or error
 
 _LIBRARY_NAMES: Final = ("libopenjp2.so.7", "libopenjp2.so")
+# Built by `python -m decoder.native.build_openjpeg` (make install).
+BUNDLED_LIBRARY: Final = Path(__file__).resolve().parents[1] / "native/openjpeg/libopenjp2.so.7"
+SYSTEM: Final = "system"
+
+
+def library_candidates(library: str | None = None) -> list[str]:
+    """The libopenjp2 files to try, in order, for the `library` setting:
+    None: our build (BUNDLED_LIBRARY) when there is one, then the system's;
+    "system": the system's (libopenjp2.so.7, then what
+    ctypes.util.find_library finds); anything else: that file name or path."""
+    if library and library != SYSTEM:
+        return [library]
+    bundled = [str(BUNDLED_LIBRARY)] if library is None and BUNDLED_LIBRARY.is_file() else []
+    found = ctypes.util.find_library("openjp2")
+    return [*bundled, *_LIBRARY_NAMES, *([found] if found else [])]
 
 
 @cache
 def openjpeg(library: str | None = None) -> ctypes.CDLL:
-    """libopenjp2 with the prototypes we call declared (loaded once).
-
-    `library` is a file name or path; None tries libopenjp2.so.7, then
-    whatever ctypes.util.find_library finds. Raises OSError if none loads.
+    """libopenjp2 with the prototypes we call declared (loaded once per
+    `library` setting; see library_candidates). Raises OSError if none loads.
     """
-    names = [library] if library else [*_LIBRARY_NAMES, ctypes.util.find_library("openjp2")]
+    names = library_candidates(library)
     lib: ctypes.CDLL | None = None
     errors: list[str] = []
     for name in names:
@@ -339,7 +356,8 @@ class OpenJpegOptions:
     tile-parts per resolution seeks ~340 times (every tile-part header):
     64 KiB asks the reader for ~18 MB per tile, 1 MiB for ~31 MB, at equal
     CPU (measured); remote readers' read_some() returns less anyway.
-    `library`: the libopenjp2 to load (None = the system's).
+    `library`: the libopenjp2 to load (see library_candidates: None is our
+    build of OpenJPEG 2.5.4 when there is one, else the system's).
     """
 
     threads: int = 1

@@ -58,7 +58,11 @@ JP2_ENGINES: Final = ("openjpeg", "grok", "vips")
 
 
 def registry_for(
-    jp2_engine: str = "openjpeg", *, jp2_threads: int = 1, open_tiffs: int = 0
+    jp2_engine: str = "openjpeg",
+    *,
+    jp2_threads: int = 1,
+    open_tiffs: int = 0,
+    openjpeg_library: str | None = None,
 ) -> EngineRegistry:
     """The libvips engine for every format, with JPEG 2000 decoded by
     `jp2_engine`: "openjpeg" (libopenjp2 directly, region by region; see
@@ -67,9 +71,11 @@ def registry_for(
 
     `jp2_threads` is OpenJPEG's worker threads per decode, or Grok's worker
     threads for the whole process (ignored by "vips"); `open_tiffs` as for
-    default_registry(). Raises ValueError for an unknown engine name and
-    OSError if the engine's library cannot be loaded, so a decoder
-    configured for a missing codec fails at startup.
+    default_registry(); `openjpeg_library` the libopenjp2 of "openjpeg" and
+    of Grok's OpenJPEG fallback (see openjpeg.library_candidates). Raises
+    ValueError for an unknown engine name and OSError if the engine's
+    library cannot be loaded, so a decoder configured for a missing codec
+    fails at startup.
     """
     registry = default_registry(open_tiffs)
     if jp2_engine == "vips":
@@ -77,9 +83,11 @@ def registry_for(
     if jp2_engine == "openjpeg":
         from decoder.engines.openjpeg import OpenJpegEngine, OpenJpegOptions
 
-        return registry.with_engine(OpenJpegEngine(OpenJpegOptions(threads=jp2_threads)))
+        options = OpenJpegOptions(threads=jp2_threads, library=openjpeg_library)
+        return registry.with_engine(OpenJpegEngine(options))
     if jp2_engine == "grok":
         from decoder.engines.grok import GrokEngine, GrokOptions
 
-        return registry.with_engine(GrokEngine(GrokOptions(threads=jp2_threads)))
+        grok = GrokOptions(threads=jp2_threads, openjpeg_library=openjpeg_library)
+        return registry.with_engine(GrokEngine(grok))
     raise ValueError(f"unknown JPEG 2000 engine {jp2_engine!r}; expected one of {JP2_ENGINES}")

@@ -5,9 +5,11 @@ pixels must be identical (max abs diff 0) except where the two convert
 differently after decoding: YCbCr -> RGB (libvips truncates each chroma term
 before adding, we round the sum: max 1, mean <= 0.6) and 16 -> 8 bits
 (libvips gives 16-bit samples; the reference is them shifted right by 8,
-which is exactly our scaling). Offset images are compared with the source
-pattern instead, because libvips 8.14 misplaces them (its level sizes
-disagree with OpenJPEG's and its level-0 pixels are shifted).
+which is exactly our scaling); and where the engine runs our build of
+OpenJPEG 2.5.4 against libvips' 2.5.0, max 1 and mean <= 0.001. Offset
+images are compared with the source pattern instead, because libvips 8.14
+misplaces them (its level sizes disagree with OpenJPEG's and its level-0
+pixels are shifted).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from decoder.engines import (
 from decoder.engines.openjpeg import (
     OPJ_CODEC_J2K,
     OPJ_CODEC_JP2,
+    SYSTEM,
     OpenJpegEngine,
     OpenJpegOptions,
     OpjDParameters,
@@ -53,6 +56,11 @@ ReaderFactory = Callable[[Path], ByteReader]
 Describe = Callable[[ByteReader], ImageInfo]
 
 pytestmark = pytest.mark.skipif(not have_opj_compress(), reason="needs opj_compress")
+
+# libvips decodes with the system's libopenjp2, the engine by default with our
+# build of 2.5.4 (decoder/native/build_openjpeg.py), whose 9/7 decode differs
+# from 2.5.0's by 1 in rare samples (one of 61,103 in the untiled sample).
+SAME_OPENJPEG = openjpeg_version() == openjpeg_version(SYSTEM)
 
 
 @dataclass(frozen=True)
@@ -220,8 +228,11 @@ def test_regions_match_libvips_at_every_level(
             if sample.ycc:
                 assert worst <= 1, (level, box, mean, worst)
                 assert mean <= 0.6, (level, box, mean, worst)
-            else:
+            elif SAME_OPENJPEG:
                 assert worst == 0, (level, box, mean, worst)
+            else:
+                assert worst <= 1, (level, box, mean, worst)
+                assert mean <= 0.001, (level, box, mean, worst)
 
 
 def test_reader_without_path_and_file_stream_agree(
