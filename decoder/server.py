@@ -118,6 +118,19 @@ def build_service(
     return service
 
 
+def _warn_without_our_openjpeg() -> None:
+    # JPEG 2000 still decodes with the system's libopenjp2, only with more
+    # reads per decode (it ignores TLM markers before 2.5.3): say why.
+    from decoder.engines.openjpeg import BUNDLED_LIBRARY, loaded_library, openjpeg_version
+
+    if loaded_library() != str(BUNDLED_LIBRARY):
+        log.warning(
+            "OpenJPEG 2.5.4 is not built: JPEG 2000 decodes with the system's libopenjp2",
+            version=openjpeg_version(),
+            fix="python -m decoder.native.build_openjpeg",
+        )
+
+
 def process_id() -> str:
     """This process's id for callers that route by it: host and pid, plus a
     random part, since pids repeat across container restarts."""
@@ -146,6 +159,8 @@ async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
             "decoder.native is not built: stored-tile mosaics are decoded instead",
             fix="python -m decoder.native.build",
         )
+    if settings.jp2_engine != "vips" and not settings.openjpeg_library:
+        _warn_without_our_openjpeg()
     provider = None
     if settings.tracing:
         from decoder.tracing import enable_tracing

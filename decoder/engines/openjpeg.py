@@ -226,6 +226,11 @@ def openjpeg(library: str | None = None) -> ctypes.CDLL:
     return lib
 
 
+def loaded_library(library: str | None = None) -> str:
+    """The file name or path `openjpeg(library)` loaded."""
+    return str(openjpeg(library)._name)
+
+
 def openjpeg_version(library: str | None = None) -> str:
     """The loaded libopenjp2's version, e.g. "2.5.0"."""
     return bytes(openjpeg(library).opj_version()).decode()

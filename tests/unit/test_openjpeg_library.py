@@ -53,6 +53,27 @@ def test_library_candidates_prefer_our_build_unless_told(tmp_path: Path) -> None
     assert library_candidates(elsewhere) == [elsewhere]
 
 
+def test_a_decoder_without_our_build_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structlog.testing import capture_logs
+
+    from decoder import server
+    from decoder.engines import openjpeg
+
+    with capture_logs() as quiet:
+        server._warn_without_our_openjpeg()
+    assert quiet == []
+    # As if make install had not built it: what was loaded is not ours.
+    monkeypatch.setattr(openjpeg, "BUNDLED_LIBRARY", tmp_path / "libopenjp2.so.7")
+    with capture_logs() as logs:
+        server._warn_without_our_openjpeg()
+    assert [e["event"] for e in logs] == [
+        "OpenJPEG 2.5.4 is not built: JPEG 2000 decodes with the system's libopenjp2"
+    ]
+    assert logs[0]["fix"] == "python -m decoder.native.build_openjpeg"
+
+
 def test_the_setting_reaches_the_engine() -> None:
     engine = registry_for("openjpeg", openjpeg_library=SYSTEM).for_format(SourceFormat.JPEG2000)
     assert isinstance(engine, OpenJpegEngine)
