@@ -53,6 +53,19 @@ def have_opj_compress() -> bool:
     return shutil.which("opj_compress") is not None
 
 
+def opj_compress(image: VipsImage, out: Path, *args: str) -> Path:
+    """Encode `image` with opj_compress and its arguments `args` (PNM input
+    for 1 and 3 bands), written to a temporary name and moved to `out`."""
+    src = out.with_name(out.stem + ("_in.pgm" if image.bands == 1 else "_in.ppm"))
+    image.write_to_file(str(src))
+    tmp = out.with_name(out.stem + "_tmp" + out.suffix)
+    subprocess.run(
+        ["opj_compress", "-i", str(src), "-o", str(tmp), *args], check=True, capture_output=True
+    )
+    shutil.move(tmp, out)
+    return out
+
+
 def make_tiled_jp2(
     path: Path,
     width: int,

@@ -15,6 +15,8 @@ ABI are 2.5.0's, so the engine's ctypes declarations hold for both.
 The source is OpenJPEG's own tree as shipped inside the sdist of
 pylibjpeg-openjpeg 2.6.0 on PyPI (pinned by SHA-256 below): PyPI is
 reachable wherever `pip install` works, and its files never change.
+OPENJPEG_SDIST_URL points the download at a mirror of the same file (the
+digest is still checked); OPENJPEG_CFLAGS replaces the compiler flags.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from decoder.engines.vips import VipsEngine
 from decoder.plan import Box
 from decoder.settings import DecoderSettings
 from decoder.sources.base import ByteReader, SourceUnavailable
-from tests.images import SourceSet, have_opj_compress, make_tiled_jp2, pattern
+from tests.images import SourceSet, have_opj_compress, make_tiled_jp2, opj_compress, pattern
 from tests.jp2_damage import decode_damaged
 from tests.readers import BytesReader
 
@@ -68,16 +68,6 @@ pytestmark = [
 MAX_DIFF = 1
 
 
-def _opj_compress(image: Any, out: Path, *args: str) -> Path:
-    """Encode `image` with opj_compress (PNM input for 1 and 3 bands)."""
-    src = out.with_name(out.stem + ("_in.pgm" if image.bands == 1 else "_in.ppm"))
-    image.write_to_file(str(src))
-    subprocess.run(
-        ["opj_compress", "-i", str(src), "-o", str(out), *args], check=True, capture_output=True
-    )
-    return out
-
-
 def _textured(width: int, height: int) -> Any:
     """The pattern with seeded noise: flat areas code to so few bits that
     Grok's wrong windows (below) only show on textured content."""
@@ -101,30 +91,30 @@ def grok_samples(sources: SourceSet, tmp_path_factory: pytest.TempPathFactory) -
     return {
         "tiled-lossless": sources.jp2,
         "raw-j2k": sources.j2k,
-        "tiled-rpcl-tlm": _opj_compress(
+        "tiled-rpcl-tlm": opj_compress(
             rgb, root / "rpcl.jp2", *("-t", "64,64", "-n", "4", *RPCL_MARKERS)
         ),
-        "untiled-precincts": _opj_compress(
+        "untiled-precincts": opj_compress(
             rgb, root / "precincts.jp2", *("-c", "[64,64]", "-n", "5", "-p", "RPCL", "-I")
         ),
-        "sixteen-bit": _opj_compress(sixteen, root / "sixteen.jp2", "-t", "64,64", "-n", "3"),
-        "grey-j2k": _opj_compress(
+        "sixteen-bit": opj_compress(sixteen, root / "sixteen.jp2", "-t", "64,64", "-n", "3"),
+        "grey-j2k": opj_compress(
             pattern(203, 157, 1), root / "grey.j2k", "-n", "3", "-I", "-r", "6"
         ),
         "rgba": make_tiled_jp2(root / "rgba.jp2", 190, 130, tile=64, resolutions=3, bands=4),
         "ycc-subsampled": ycc,
         # The two kinds of the benchmark's masters, textured: 256 px tiles
         # (Grok's multi-tile bug shows), and untiled with 256 px precincts.
-        "tiled-textured": _opj_compress(
+        "tiled-textured": opj_compress(
             _textured(512, 512), root / "tiled-textured.jp2", "-t", "256,256", "-n", "6",
             *RPCL_MARKERS,
         ),
-        "untiled-textured": _opj_compress(
+        "untiled-textured": opj_compress(
             _textured(700, 500), root / "untiled-textured.jp2", "-c", "[256,256]", "-n", "6",
             *RPCL_MARKERS,
         ),
         # 64 px precincts with PLT markers: Grok's PLT bug shows.
-        "untiled-plt-textured": _opj_compress(
+        "untiled-plt-textured": opj_compress(
             _textured(700, 500), root / "plt-textured.jp2", "-c", "[64,64]", "-n", "6",
             *("-p", "RPCL", "-PLT", "-I", "-r", "8"),
         ),
@@ -344,7 +334,7 @@ def test_image_offset_is_placed_exactly(
     tmp_path: Path, reader_for: ReaderFactory, describe: Describe, grk: grok_module.GrokEngine
 ) -> None:
     source = pattern(301, 203)
-    path = _opj_compress(
+    path = opj_compress(
         source, tmp_path / "offset.jp2", *("-d", "37,19", "-t", "100,100", "-T", "5,3", "-n", "3")
     )
     reader = reader_for(path)

@@ -15,8 +15,6 @@ pixels are shifted).
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +46,7 @@ from decoder.engines.registry import registry_for
 from decoder.engines.vips import VipsEngine
 from decoder.plan import Box
 from decoder.sources.base import ByteReader, SourceUnavailable
-from tests.images import SourceSet, have_opj_compress, make_tiled_jp2, pattern
+from tests.images import SourceSet, have_opj_compress, make_tiled_jp2, opj_compress, pattern
 from tests.jp2_damage import decode_damaged
 from tests.readers import BytesReader
 
@@ -71,18 +69,6 @@ class Sample:
     ycc: bool = False
 
 
-def _opj_compress(image: Any, out: Path, *args: str) -> Path:
-    """Encode `image` with opj_compress (PNM input for 1 and 3 bands)."""
-    src = out.with_name(out.stem + ("_in.pgm" if image.bands == 1 else "_in.ppm"))
-    image.write_to_file(str(src))
-    tmp = out.with_name(out.stem + "_tmp" + out.suffix)
-    subprocess.run(
-        ["opj_compress", "-i", str(src), "-o", str(tmp), *args], check=True, capture_output=True
-    )
-    shutil.move(tmp, out)
-    return out
-
-
 @pytest.fixture(scope="session")
 def samples(sources: SourceSet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Sample]:
     """Every kind of JPEG 2000 file the engine must read, small and odd-sized."""
@@ -98,7 +84,7 @@ def samples(sources: SourceSet, tmp_path_factory: pytest.TempPathFactory) -> dic
         "tiled-lossless": Sample(sources.jp2),
         "raw-j2k": Sample(sources.j2k),
         "tiled-rpcl-tlm": Sample(
-            _opj_compress(
+            opj_compress(
                 rgb,
                 root / "rpcl.jp2",
                 *("-t", "64,64", "-n", "4", "-p", "RPCL", "-TP", "R", "-PLT", "-TLM"),
@@ -106,17 +92,17 @@ def samples(sources: SourceSet, tmp_path_factory: pytest.TempPathFactory) -> dic
             )
         ),
         "untiled-precincts": Sample(
-            _opj_compress(
+            opj_compress(
                 rgb,
                 root / "precincts.jp2",
                 *("-c", "[64,64]", "-n", "5", "-p", "RPCL", "-I", "-r", "10"),
             )
         ),
         "sixteen-bit": Sample(
-            _opj_compress(sixteen, root / "sixteen.jp2", "-t", "64,64", "-n", "3")
+            opj_compress(sixteen, root / "sixteen.jp2", "-t", "64,64", "-n", "3")
         ),
         "grey-j2k": Sample(
-            _opj_compress(pattern(203, 157, 1), root / "grey.j2k", "-n", "3", "-I", "-r", "6")
+            opj_compress(pattern(203, 157, 1), root / "grey.j2k", "-n", "3", "-I", "-r", "6")
         ),
         "rgba": Sample(
             make_tiled_jp2(root / "rgba.jp2", 190, 130, tile=64, resolutions=3, bands=4)
@@ -269,7 +255,7 @@ def test_image_offset_is_placed_exactly(
     tmp_path: Path, reader_for: ReaderFactory, describe: Describe, opj: OpenJpegEngine
 ) -> None:
     source = pattern(301, 203)
-    path = _opj_compress(
+    path = opj_compress(
         source, tmp_path / "offset.jp2", *("-d", "37,19", "-t", "100,100", "-T", "5,3", "-n", "3")
     )
     reader = reader_for(path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from decoder.engines.registry import registry_for
 from decoder.engines.sniff import SNIFF_BYTES, sniff
 from decoder.native import build_openjpeg
 from decoder.plan import Box
-from tests.images import have_opj_compress, make_tiled_jp2
+from tests.images import have_opj_compress, make_tiled_jp2, opj_compress
 from tests.readers import BytesReader
 
 needs_opj = pytest.mark.skipif(not have_opj_compress(), reason="needs opj_compress")
@@ -122,17 +121,11 @@ def tiled_tlm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     tile-part per resolution, as the benchmark's masters are made; noise,
     so that it is large (about 1.5 MB) against a page."""
     root = tmp_path_factory.mktemp("tlm")
-    src = root / "in.ppm"
     noise = [pyvips.Image.gaussnoise(2048, 2048, sigma=50, mean=128) for _ in range(3)]
-    noise[0].bandjoin(noise[1:]).cast("uchar").write_to_file(str(src))
-    out = root / "tlm.jp2"
-    subprocess.run(
-        [
-            *("opj_compress", "-i", str(src), "-o", str(out), "-t", "256,256", "-n", "5"),
-            *("-p", "RPCL", "-TP", "R", "-TLM", "-PLT", "-I", "-r", "8"),
-        ],
-        check=True,
-        capture_output=True,
+    out = opj_compress(
+        noise[0].bandjoin(noise[1:]).cast("uchar"),
+        root / "tlm.jp2",
+        *("-t", "256,256", "-n", "5", "-p", "RPCL", "-TP", "R", "-TLM", "-PLT", "-I", "-r", "8"),
     )
     return out.read_bytes()
 
