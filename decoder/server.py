@@ -26,6 +26,7 @@ from decoder.admission import Admission
 from decoder.allocator import keep_freed_memory
 from decoder.engines.registry import registry_for
 from decoder.engines.vips import init_vips
+from decoder.health import NamedHealthServicer
 from decoder.native import jpeg_mosaic
 from decoder.pipeline import passthrough
 from decoder.service import ImageService, SourceLimits
@@ -183,19 +184,20 @@ async def serve(settings: DecoderSettings, serve_metrics: bool = True) -> None:
     server = grpc.aio.server(options=options)
     service = build_service(settings, executor, source)
     draining = asyncio.Event()
+    decoder_id = process_id()
     decoder_pb2_grpc.add_DecoderServicer_to_server(
         DecoderServicer(
             service,
             chunk_bytes=settings.chunk_bytes,
             jpeg_quality=settings.jpeg_quality,
             max_output_pixels=settings.max_output_pixels,
-            decoder_id=process_id(),
+            decoder_id=decoder_id,
             draining=draining,
             drain_linger_s=min(DRAIN_LINGER_S, settings.grace_period_s / 4),
         ),
         server,
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = NamedHealthServicer(decoder_id)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -7,6 +7,7 @@ HTTP resources never see gRPC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -83,6 +84,18 @@ _SERVICE_CONFIG = json.dumps(
     }
 )
 
+# The initial metadata of the decoder's health Check that names the decoder
+# process answering (see DescribeResponse.decoder_id in the proto).
+DECODER_ID_HEADER = "iiif-decoder-id"
+_HEALTH_SERVICE = "iiif.decoder.v1.Decoder"
+# Channels whose decoder process is unknown are asked (health Check) this
+# often at first, backing off while none answers, so a gateway routes keyed
+# calls by owner from its first image on, and again soon after a decoder
+# restarts. A scan every LEARN_IDLE_S finds channels lost meanwhile.
+LEARN_FIRST_S = 0.05
+LEARN_MAX_S = 5.0
+LEARN_IDLE_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class Level:
@@ -152,6 +165,7 @@ class DecoderClient:
         )
         self._cache_enabled = cache_ttl_s > 0
         self._describing: SingleFlight[str, ImageDescription] = SingleFlight()
+        self._learner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the channels; call from the event loop that will use them."""
@@ -184,9 +198,15 @@ class DecoderClient:
         self._members = [""] * len(self._stubs)
         self._turn = itertools.count()  # over decoder processes
         self._spread = itertools.count()  # over one process's channels
-        self._health = health_pb2_grpc.HealthStub(self._channels[0])
+        self._health_stubs = [health_pb2_grpc.HealthStub(c) for c in self._channels]
+        self._health = self._health_stubs[0]
+        self._learner = asyncio.create_task(self._learn_channels())
 
     async def close(self) -> None:
+        if self._learner is not None:
+            self._learner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._learner
         for channel in self._channels:
             await channel.close()
 
@@ -205,6 +225,37 @@ class DecoderClient:
     def _lost(self, index: int, exc: grpc.aio.AioRpcError) -> None:
         if exc.code() == grpc.StatusCode.UNAVAILABLE:
             self._members[index] = ""
+
+    async def _learn_channels(self) -> None:
+        """Keep asking the channels whose decoder process is unknown (see
+        routing.choose_channel: keyed calls follow their owner only once
+        every channel is known). Runs until close()."""
+        delay = LEARN_FIRST_S
+        while True:
+            unknown = [i for i, member in enumerate(self._members) if not member]
+            if not unknown:
+                delay = LEARN_FIRST_S
+                await asyncio.sleep(LEARN_IDLE_S)
+                continue
+            await asyncio.gather(*(self._probe(i) for i in unknown))
+            # A decoder that is not up yet, or an older one that does not
+            # name itself, is asked less and less often.
+            delay = min(LEARN_MAX_S, delay * 2)
+            await asyncio.sleep(delay)
+
+    async def _probe(self, index: int) -> None:
+        """Learn which decoder process channel `index` reaches, if it says."""
+        call = self._health_stubs[index].Check(
+            health_pb2.HealthCheckRequest(service=_HEALTH_SERVICE), timeout=2.0
+        )
+        try:
+            metadata = await call.initial_metadata()
+            await call
+        except grpc.aio.AioRpcError:
+            return
+        for key, value in metadata or ():
+            if key == DECODER_ID_HEADER and isinstance(value, str):
+                self._seen(index, value)
 
     def decoders(self) -> list[str]:
         """The decoder processes each channel last reached ("" unknown)."""
@@ -417,7 +468,7 @@ class DecoderClient:
         """Whether a decoder answers SERVING to the standard health check."""
         try:
             resp = await self._health.Check(
-                health_pb2.HealthCheckRequest(service="iiif.decoder.v1.Decoder"), timeout=2.0
+                health_pb2.HealthCheckRequest(service=_HEALTH_SERVICE), timeout=2.0
             )
         except grpc.aio.AioRpcError:
             return False

@@ -26,9 +26,10 @@ pytestmark = pytest.mark.integration
 
 
 class MethodLog(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # untyped in grpc
-    """Records the method of every call the server receives, served or not;
-    with `hidden`, serves that method as a decoder that predates it would:
-    not at all (no handler, so UNIMPLEMENTED)."""
+    """Records the method of every Decoder call the server receives, served
+    or not (not the health Checks the client sends to learn where its
+    channels lead); with `hidden`, serves that method as a decoder that
+    predates it would: not at all (no handler, so UNIMPLEMENTED)."""
 
     def __init__(self, hidden: str = "") -> None:
         self.methods: list[str] = []
@@ -39,8 +40,9 @@ class MethodLog(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # untyped in
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        self.methods.append(method)
+        service, _, method = handler_call_details.method.rpartition("/")
+        if service == "/iiif.decoder.v1.Decoder":
+            self.methods.append(method)
         if method == self._hidden:
             return None
         return await continuation(handler_call_details)

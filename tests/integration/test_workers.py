@@ -126,6 +126,46 @@ def test_renders_of_one_cached_block_go_to_one_worker(image_root: Path, tmp_path
         processes.stop(supervisor)
 
 
+def test_the_client_learns_every_channel_before_its_first_call(
+    image_root: Path, tmp_path: Path
+) -> None:
+    """A new client asks each channel's decoder process its name (health
+    Check metadata), so keyed calls follow their owner from the first image
+    on instead of spreading until every channel has carried a call."""
+    supervisor, target = start_decoder(
+        image_root, tmp_path, "decoder-learn", {"IIIF_DECODER_WORKERS": "2"}
+    )
+    log = tmp_path / "decoder-learn.log"
+    processes.wait_until(
+        lambda: log.read_text().count('"decoder listening"') == 2, supervisor, 30, "workers"
+    )
+
+    async def scenario() -> None:
+        client = DecoderClient(target, 30.0, 1, 16, 60.0, channels=8)
+        await client.start()
+        try:
+            deadline = time.monotonic() + 15
+            while "" in client.decoders() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls another task's state
+                await asyncio.sleep(0.05)
+            learnt = client.decoders()
+            assert "" not in learnt, learnt
+            assert len(set(learnt)) == 2, "8 channels reach both workers (odds of not: 2^-7)"
+            # The names are those the workers put in their answers, and a
+            # key's calls all go to one worker from the very first.
+            desc = await client.describe("sample-tiled")
+            served = {await _rendered_by(client, desc.version, x, ("k", 1)) for x in (0, 64, 128)}
+            assert len(served) == 1, served
+            assert served <= set(learnt), (served, learnt)
+            assert client.decoders() == learnt
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        processes.stop(supervisor)
+
+
 def test_an_image_with_stored_tiles_goes_to_one_worker(image_root: Path, tmp_path: Path) -> None:
     """StoredTiles calls of one pyramidal TIFF go to one worker (it keeps the
     image open and indexed), and different images spread over the workers.
