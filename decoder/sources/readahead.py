@@ -25,7 +25,12 @@ What it fetches, measured to matter with 20 ms per GET:
   GETs run in parallel, instead of one round trip per tile as it reads.
 
 Blocks go through the shared :class:`BlockCache` and a table of in-flight
-fetches, so concurrent requests for one image do not fetch a block twice.
+fetches, so concurrent requests for one image, and an index build's preload,
+do not fetch a block twice. When a reader's close starts an index build
+(`on_close`), its read-ahead under way is not cancelled: the GETs are
+already sent, and the build, which preloads every block of objects up to
+`index_preload_bytes`, would fetch them again; the bytes land in the cache,
+counted against the budget until then.
 
 Memory: a reader holds a reservation in the process :class:`ByteBudget`
 (made at its first read, so requests that wait for a decode slot, or that
@@ -41,8 +46,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -109,6 +115,9 @@ class InflightTable:
 
     def __init__(self) -> None:
         self._futures: dict[RangeKey, asyncio.Future[bytes]] = {}
+        # Fetches of closed readers still landing in the cache (asyncio
+        # itself keeps only weak references to tasks).
+        self._landing: set[asyncio.Task[bytes]] = set()
 
     def get(self, key: RangeKey) -> asyncio.Future[bytes] | None:
         return self._futures.get(key)
@@ -123,6 +132,21 @@ class InflightTable:
 
     def __len__(self) -> int:
         return len(self._futures)
+
+    def hold(self, task: asyncio.Task[bytes]) -> None:
+        """Keep `task`, a closed reader's fetch, running until it is done."""
+        self._landing.add(task)
+        task.add_done_callback(self._landing.discard)
+
+    def cancel_held(self) -> None:
+        """Cancel every fetch :meth:`hold` keeps (the source is closing)."""
+        for task in list(self._landing):
+            task.cancel()
+
+    async def wait_held(self) -> None:
+        """Wait until every fetch :meth:`hold` keeps is done (tests)."""
+        while self._landing:
+            await asyncio.gather(*self._landing, return_exceptions=True)
 
 
 class _Abandoned(SourceUnavailable):
@@ -179,6 +203,7 @@ class BlockReader:
         self._returned = 0
         self._index = index
         self._held: dict[tuple[int, int], asyncio.Task[bytes]] = {}
+        self._ahead: set[asyncio.Task[bytes]] = set()  # speculative loads not done yet
         self._runs: set[asyncio.Task[None]] = set()
         self._limit = asyncio.Semaphore(policy.max_concurrent)
         self._short_ok: bool | None = None  # decided from the first bytes
@@ -188,7 +213,8 @@ class BlockReader:
         self._close_lock = threading.Lock()
         self._failure: SourceError | None = None
         # Called on the loop once the reader is closed (the source uses it
-        # to build the object index from the blocks this request fetched).
+        # to build the object index from the blocks this request fetched,
+        # read-ahead still arriving included).
         self.on_close: Callable[[], None] | None = None
         # Per-reader counters, for logs and tests.
         self.gets = 0
@@ -259,7 +285,9 @@ class BlockReader:
                 self._loop.call_soon_threadsafe(self._prefetch, wanted)
 
     def close(self) -> None:
-        """Cancel outstanding fetches and release the reservation; idempotent,
+        """Cancel outstanding fetches and release the reservation; when
+        `on_close` is set, read-ahead under way lands in the shared cache
+        instead, its part of the reservation released then. Idempotent,
         callable from any thread."""
         with self._close_lock:
             if self._closed:
@@ -296,15 +324,30 @@ class BlockReader:
             raise
 
     def _close_on_loop(self) -> None:
-        for task in [*self._held.values(), *self._runs]:
-            task.cancel()
+        for run in self._runs:
+            run.cancel()
+        landing = 0
+        hand_over = self.on_close is not None
+        for (start, end), task in self._held.items():
+            if hand_over and task in self._ahead and landing + end - start <= self._reserved:
+                # Its GET is sent (or about to be): cancelling saves little
+                # transfer, and the index build on_close starts would fetch
+                # the block again.
+                landing += end - start
+                self._inflight.hold(task)
+                task.add_done_callback(functools.partial(self._landed, end - start))
+            else:
+                task.cancel()
         self._held.clear()
         self._runs.clear()
-        self._budget.release(self._reserved)
+        self._budget.release(self._reserved - landing)
         self._reserved = 0
         self._used = 0
         if self.on_close is not None:
             self.on_close()
+
+    def _landed(self, nbytes: int, _task: asyncio.Task[bytes]) -> None:
+        self._budget.release(nbytes)
 
     # -- internals: reading, on the loop --------------------------------------
 
@@ -486,6 +529,9 @@ class BlockReader:
             return None
         task = self._loop.create_task(self._load(rng, charged=speculative))
         task.add_done_callback(self._loaded)
+        if speculative:
+            self._ahead.add(task)
+            task.add_done_callback(self._ahead.discard)
         self._held[rng] = task
         return task
 
@@ -514,25 +560,14 @@ class BlockReader:
         return await self._fetch_shared(key)
 
     async def _fetch_shared(self, key: RangeKey) -> bytes:
-        future = self._inflight.start(key)
-        try:
+        async def fetch() -> bytes:
             async with self._limit:
                 data = await self._fetcher.fetch(key.start, key.end)
             self.gets += 1
             self.bytes_fetched += len(data)
-            self._cache.put(key, data)
-            future.set_result(data)
             return data
-        except asyncio.CancelledError:
-            future.set_exception(_Abandoned("fetch abandoned"))
-            raise
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        finally:
-            self._inflight.finish(key)
-            if future.done() and not future.cancelled():
-                future.exception()  # mark retrieved: nobody may be waiting
+
+        return await _fetch_into_cache(key, fetch, self._cache, self._inflight)
 
     def _drop_behind(self, consumed_to: int) -> None:
         """Stop holding blocks that end at or before `consumed_to` (the codec
@@ -584,11 +619,39 @@ def _ready(task: asyncio.Task[bytes]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
 
 
+async def _fetch_into_cache(
+    key: RangeKey,
+    fetch: Callable[[], Awaitable[bytes]],
+    cache: BlockCache,
+    inflight: InflightTable,
+) -> bytes:
+    """`fetch()` of `key`'s bytes, announced in `inflight` while it runs so
+    that others wanting the same range join it, and cached. Raises what
+    `fetch` raises; those who joined get it too (_Abandoned if cancelled)."""
+    future = inflight.start(key)
+    try:
+        data = await fetch()
+        cache.put(key, data)
+        future.set_result(data)
+        return data
+    except asyncio.CancelledError:
+        future.set_exception(_Abandoned("fetch abandoned"))
+        raise
+    except BaseException as exc:
+        future.set_exception(exc)
+        raise
+    finally:
+        inflight.finish(key)
+        if future.done() and not future.cancelled():
+            future.exception()  # mark retrieved: nobody may be waiting
+
+
 class IndexReads:
     """The read function index builders use: small ranges, preferring bytes
     that cached blocks already hold, else exact GETs of aligned `chunk`-byte
     pieces (fetched once per build), all counted against `budget` until
-    :meth:`release`. Use on the event loop only."""
+    :meth:`release`. Block fetches (:meth:`preload`) go through `inflight`,
+    shared with readers. Use on the event loop only."""
 
     def __init__(
         self,
@@ -598,10 +661,13 @@ class IndexReads:
         budget: ByteBudget,
         block_size: int,
         chunk: int = 16 * 1024,
+        *,
+        inflight: InflightTable,
     ) -> None:
         self._obj = obj
         self._fetcher = fetcher
         self._cache = cache
+        self._inflight = inflight
         self._budget = budget
         self._block_size = block_size
         self._chunk = chunk
@@ -648,7 +714,9 @@ class IndexReads:
         blocks (one round trip), so the build reads from memory. Worth it for
         objects small enough: a chain of structure reads otherwise costs a
         round trip each (a JPEG 2000 file has a tile-part header every few
-        dozen KiB). The bytes count against the budget until :meth:`release`."""
+        dozen KiB). The bytes count against the budget until :meth:`release`.
+        Blocks readers are fetching are joined, not fetched again (the build
+        starts when a first request closes, while others may still read)."""
         size, step = self._obj.size, self._block_size
         missing = [
             start
@@ -663,11 +731,22 @@ class IndexReads:
         limit = asyncio.Semaphore(max(1, concurrency))
 
         async def one(start: int) -> None:
-            end = min(start + step, size)
-            async with limit:
-                data = await self._fetcher.fetch(start, end)
-            self.gets += 1
-            self._cache.put(self._key(start, end), data)
+            key = self._key(start, min(start + step, size))
+            shared = self._inflight.get(key)
+            if shared is not None:
+                with contextlib.suppress(_Abandoned):  # else fetch it ourselves
+                    await asyncio.shield(shared)
+                    return
+            if self._cache.peek_span(*key, step, size) is not None:
+                return  # a reader's fetch landed since `missing` was listed
+
+            async def fetch() -> bytes:
+                async with limit:
+                    data = await self._fetcher.fetch(key.start, key.end)
+                self.gets += 1
+                return data
+
+            await _fetch_into_cache(key, fetch, self._cache, self._inflight)
 
         await asyncio.gather(*(one(start) for start in missing))
 

@@ -230,10 +230,12 @@ class S3Source(Source):
         return self._client
 
     async def aclose(self) -> None:
-        """Stop index builds and close the client and its connections."""
+        """Stop index builds and fetches still landing, and close the client
+        and its connections."""
         for task in list(self._building.values()):
             task.cancel()
         self._building.clear()
+        self._inflight.cancel_held()
         if self._client_cm is not None:
             cm, self._client_cm, self._client = self._client_cm, None, None
             await cm.__aexit__(None, None, None)
@@ -288,9 +290,11 @@ class S3Source(Source):
         return self._indexes.get((location, version))
 
     async def wait_for_indexes(self) -> None:
-        """Wait until every scheduled index build has finished (tests)."""
+        """Wait until every scheduled index build, and the read-ahead of
+        readers that started one, has finished (tests)."""
         while self._building:
             await asyncio.gather(*self._building.values(), return_exceptions=True)
+        await self._inflight.wait_held()
 
     def _schedule_index(self, located: _Located, obj: RemoteObject) -> None:
         # Built after the first request closes its reader: the blocks it
@@ -304,7 +308,12 @@ class S3Source(Source):
 
     async def _build_index(self, located: _Located, obj: RemoteObject) -> None:
         reads = IndexReads(
-            obj, _Fetcher(self, located), self.cache, self.budget, self._config.policy.block_size
+            obj,
+            _Fetcher(self, located),
+            self.cache,
+            self.budget,
+            self._config.policy.block_size,
+            inflight=self._inflight,
         )
         try:
             if obj.size <= self._config.policy.index_preload_bytes:
