@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -126,26 +127,33 @@ def test_renders_of_one_cached_block_go_to_one_worker(image_root: Path, tmp_path
         processes.stop(supervisor)
 
 
+def _two_workers_listening(
+    root: Path, tmp_path: Path, name: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A decoder over `root` with two workers, once both listen."""
+    supervisor, target = start_decoder(root, tmp_path, name, {"IIIF_DECODER_WORKERS": "2"})
+    log = tmp_path / f"{name}.log"
+    processes.wait_until(
+        lambda: log.read_text().count('"decoder listening"') == 2, supervisor, 30, "workers"
+    )
+    return supervisor, target
+
+
 def test_the_client_learns_every_channel_before_its_first_call(
     image_root: Path, tmp_path: Path
 ) -> None:
     """A new client asks each channel's decoder process its name (health
     Check metadata), so keyed calls follow their owner from the first image
     on instead of spreading until every channel has carried a call."""
-    supervisor, target = start_decoder(
-        image_root, tmp_path, "decoder-learn", {"IIIF_DECODER_WORKERS": "2"}
-    )
-    log = tmp_path / "decoder-learn.log"
-    processes.wait_until(
-        lambda: log.read_text().count('"decoder listening"') == 2, supervisor, 30, "workers"
-    )
+    supervisor, target = _two_workers_listening(image_root, tmp_path, "decoder-learn")
 
     async def scenario() -> None:
         client = DecoderClient(target, 30.0, 1, 16, 60.0, channels=8)
         await client.start()
         try:
             deadline = time.monotonic() + 15
-            while "" in client.decoders() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls another task's state
+            # Polls the client's own learning task, which has no event to wait on.
+            while "" in client.decoders() and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             learnt = client.decoders()
             assert "" not in learnt, learnt
@@ -178,14 +186,8 @@ def test_an_image_with_stored_tiles_goes_to_one_worker(image_root: Path, tmp_pat
     names = [f"pyramid-{i}" for i in range(12)]
     for name in names:
         (root / f"{name}.tif").write_bytes(pyramid)
-    supervisor, target = start_decoder(
-        root, tmp_path, "decoder-image-affinity", {"IIIF_DECODER_WORKERS": "2"}
-    )
     # Ready means one worker answers; the channels must find both.
-    log = tmp_path / "decoder-image-affinity.log"
-    processes.wait_until(
-        lambda: log.read_text().count('"decoder listening"') == 2, supervisor, 30, "workers"
-    )
+    supervisor, target = _two_workers_listening(root, tmp_path, "decoder-image-affinity")
 
     async def scenario() -> None:
         client = DecoderClient(target, 30.0, 1, 0, 0.0, channels=8)
