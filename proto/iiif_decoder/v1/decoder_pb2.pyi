@@ -197,7 +197,9 @@ class DescribeResponse(_message.Message):
     """
     decoder_id: _builtins.str
     """The decoder process that answered: unique per process, stable for its
-    lifetime, opaque. Also in RenderHeader.
+    lifetime, opaque. Also in RenderHeader, and in the initial metadata
+    `iiif-decoder-id` of the standard health Check, so a caller can learn
+    which process each of its connections reaches before sending work.
     """
     @_builtins.property
     def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolutionLevel]:
