@@ -87,7 +87,7 @@ _SERVICE_CONFIG = json.dumps(
 # The initial metadata of the decoder's health Check that names the decoder
 # process answering (see DescribeResponse.decoder_id in the proto).
 DECODER_ID_HEADER = "iiif-decoder-id"
-_HEALTH_SERVICE = "iiif.decoder.v1.Decoder"
+_HEALTH_SERVICE = pb.DESCRIPTOR.services_by_name["Decoder"].full_name
 # Channels whose decoder process is unknown are asked (health Check) this
 # often at first, backing off while none answers, so a gateway routes keyed
 # calls by owner from its first image on, and again soon after a decoder
@@ -199,7 +199,6 @@ class DecoderClient:
         self._turn = itertools.count()  # over decoder processes
         self._spread = itertools.count()  # over one process's channels
         self._health_stubs = [health_pb2_grpc.HealthStub(c) for c in self._channels]
-        self._health = self._health_stubs[0]
         self._learner = asyncio.create_task(self._learn_channels())
 
     async def close(self) -> None:
@@ -467,7 +466,7 @@ class DecoderClient:
     async def healthy(self) -> bool:
         """Whether a decoder answers SERVING to the standard health check."""
         try:
-            resp = await self._health.Check(
+            resp = await self._health_stubs[0].Check(
                 health_pb2.HealthCheckRequest(service=_HEALTH_SERVICE), timeout=2.0
             )
         except grpc.aio.AioRpcError:

@@ -550,16 +550,7 @@ class BlockReader:
         if not charged:
             await self._charge(end - start)
         key = RangeKey(self._obj.location, self._obj.version, start, end)
-        data = self._cached(key)
-        if data is not None:
-            return data
-        shared = self._inflight.get(key)
-        if shared is not None:
-            with contextlib.suppress(_Abandoned):
-                return await asyncio.shield(shared)
-        return await self._fetch_shared(key)
 
-    async def _fetch_shared(self, key: RangeKey) -> bytes:
         async def fetch() -> bytes:
             async with self._limit:
                 data = await self._fetcher.fetch(key.start, key.end)
@@ -567,7 +558,7 @@ class BlockReader:
             self.bytes_fetched += len(data)
             return data
 
-        return await _fetch_into_cache(key, fetch, self._cache, self._inflight)
+        return await _shared_load(key, self._cached(key), fetch, self._cache, self._inflight)
 
     def _drop_behind(self, consumed_to: int) -> None:
         """Stop holding blocks that end at or before `consumed_to` (the codec
@@ -617,6 +608,25 @@ class BlockReader:
 
 def _ready(task: asyncio.Task[bytes]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
+
+
+async def _shared_load(
+    key: RangeKey,
+    cached: bytes | None,
+    fetch: Callable[[], Awaitable[bytes]],
+    cache: BlockCache,
+    inflight: InflightTable,
+) -> bytes:
+    """`key`'s bytes: `cached` (what the cache holds of it) if any, else those
+    of a fetch in flight, else `fetch()`'s (see :func:`_fetch_into_cache`).
+    A fetch in flight that its owner abandons is made again here."""
+    if cached is not None:
+        return cached
+    shared = inflight.get(key)
+    if shared is not None:
+        with contextlib.suppress(_Abandoned):
+            return await asyncio.shield(shared)
+    return await _fetch_into_cache(key, fetch, cache, inflight)
 
 
 async def _fetch_into_cache(
@@ -732,13 +742,6 @@ class IndexReads:
 
         async def one(start: int) -> None:
             key = self._key(start, min(start + step, size))
-            shared = self._inflight.get(key)
-            if shared is not None:
-                with contextlib.suppress(_Abandoned):  # else fetch it ourselves
-                    await asyncio.shield(shared)
-                    return
-            if self._cache.peek_span(*key, step, size) is not None:
-                return  # a reader's fetch landed since `missing` was listed
 
             async def fetch() -> bytes:
                 async with limit:
@@ -746,7 +749,9 @@ class IndexReads:
                 self.gets += 1
                 return data
 
-            await _fetch_into_cache(key, fetch, self._cache, self._inflight)
+            # A reader's fetch may have landed since `missing` was listed.
+            cached = self._cache.peek_span(*key, step, size)
+            await _shared_load(key, cached, fetch, self._cache, self._inflight)
 
         await asyncio.gather(*(one(start) for start in missing))
 
