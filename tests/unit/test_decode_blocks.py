@@ -45,7 +45,7 @@ def test_blocks_follow_the_codestream_tiles_within_bounds() -> None:
     assert sides(2048) == [1024, 1024, 512, 512]
     assert sides(1024) == [1024, 512, 512, 512]
     assert sides(512) == [512, 512, 512, 512]
-    assert sides(0) == [1024, 1024, 1024, 1024]
+    assert sides(0) == [512, 512, 512, 512]  # untiled: one codestream tile
     assert JP2_MIN_BLOCK == JP2_BLOCK // 2, "a block is the announced square or half of it"
 
 
