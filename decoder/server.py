@@ -103,6 +103,7 @@ def build_service(
             jp2_threads=settings.jp2_threads,
             open_tiffs=settings.open_tiffs,
             openjpeg_library=settings.openjpeg_library or None,
+            kept_codec_bytes=settings.jp2_kept_codecs_mb << 20,
         ),
         executor=executor,
         admission=Admission(

@@ -94,6 +94,12 @@ class DecoderSettings(BaseSettings):
     # parts by TLM markers), else the system's; "system" = the system's
     # (Debian 12: 2.5.0); or a path to another build.
     openjpeg_library: str = ""
+    # Idle OpenJPEG codecs of untiled JPEG 2000s kept for the image's next
+    # block at the same level, which then skips reading and parsing the
+    # codestream (0.55-0.75 of the CPU a block); each is charged 3 times its
+    # file's size (decoder/engines/openjpeg.py), so files over a third of
+    # this are never kept. 0 turns it off.
+    jp2_kept_codecs_mb: int = Field(256, ge=0)
     # Free memory each C heap keeps for reuse instead of returning it to the
     # kernel at once (glibc; 0 = glibc's own thresholds): see decoder/allocator.py.
     malloc_keep_mb: int = Field(8, ge=0, le=256)

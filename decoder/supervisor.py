@@ -47,6 +47,7 @@ def worker_env(settings: DecoderSettings, index: int) -> dict[str, str]:
             ),
             "IIIF_DECODER_S3_BLOCK_CACHE_MB": str(settings.s3_block_cache_mb // n),
             "IIIF_DECODER_LEVEL_CACHE_MB": str(settings.level_cache_mb // n),
+            "IIIF_DECODER_JP2_KEPT_CODECS_MB": str(settings.jp2_kept_codecs_mb // n),
         }
     )
     return env

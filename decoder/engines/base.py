@@ -8,9 +8,10 @@ registering it for that format; nothing else changes.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from decoder.plan import Box
 from decoder.sources.base import ByteReader
@@ -109,6 +110,19 @@ class Engine(Protocol):
         is computed. Raises RenderError when `level` or `box` is out of range
         and DecodeError when the source cannot be decoded.
         """
+        ...
+
+
+@runtime_checkable
+class BlockEngine(Protocol):
+    """An engine that decodes the aligned blocks small regions are cached as
+    (decoder/pipeline/load.py) faster when it knows which image, by
+    identifier and version, each belongs to (e.g. by keeping a codec)."""
+
+    def load_block(
+        self, reader: ByteReader, info: ImageInfo, level: int, box: Box, image_key: Hashable
+    ) -> VipsImage:
+        """As Engine.load_region, for a block of the image `image_key`."""
         ...
 
 

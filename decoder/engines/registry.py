@@ -63,6 +63,7 @@ def registry_for(
     jp2_threads: int = 1,
     open_tiffs: int = 0,
     openjpeg_library: str | None = None,
+    kept_codec_bytes: int = 0,
 ) -> EngineRegistry:
     """The libvips engine for every format, with JPEG 2000 decoded by
     `jp2_engine`: "openjpeg" (libopenjp2 directly, region by region; see
@@ -72,7 +73,9 @@ def registry_for(
     `jp2_threads` is OpenJPEG's worker threads per decode, or Grok's worker
     threads for the whole process (ignored by "vips"); `open_tiffs` as for
     default_registry(); `openjpeg_library` the libopenjp2 of "openjpeg" and
-    of Grok's OpenJPEG fallback (see openjpeg.library_candidates). Raises
+    of Grok's OpenJPEG fallback (see openjpeg.library_candidates);
+    `kept_codec_bytes` what idle "openjpeg" codecs of untiled images may hold
+    (see OpenJpegEngine.load_block). Raises
     ValueError for an unknown engine name and OSError if the engine's
     library cannot be loaded, so a decoder configured for a missing codec
     fails at startup.
@@ -83,7 +86,9 @@ def registry_for(
     if jp2_engine == "openjpeg":
         from decoder.engines.openjpeg import OpenJpegEngine, OpenJpegOptions
 
-        options = OpenJpegOptions(threads=jp2_threads, library=openjpeg_library)
+        options = OpenJpegOptions(
+            threads=jp2_threads, library=openjpeg_library, kept_codec_bytes=kept_codec_bytes
+        )
         return registry.with_engine(OpenJpegEngine(options))
     if jp2_engine == "grok":
         from decoder.engines.grok import GrokEngine, GrokOptions

@@ -6,6 +6,7 @@ from typing import Final
 
 from decoder import levelcache
 from decoder.engines.base import (
+    BlockEngine,
     DecodeError,
     Engine,
     ImageInfo,
@@ -170,7 +171,8 @@ def load_region(
         return _crop(whole, box, whole_level)
     if cache_key is not None and block is not None and cache.max_bytes > 0:
         key = (*cache_key, level, block.x, block.y)
-        return _crop(_cached(cache, key, engine, reader, info, level, block), box, block)
+        image = _cached(cache, key, engine, reader, info, level, block, image_key=cache_key)
+        return _crop(image, box, block)
     announce(reader, info, level, box)
     return engine.load_region(reader, info, level, box)
 
@@ -223,11 +225,15 @@ def _cached(
     info: ImageInfo,
     level: int,
     area: Box,
+    image_key: tuple[str, str] | None = None,
 ) -> VipsImage:
-    """`area` of `level`, decoded once into `cache` under `key`."""
+    """`area` of `level`, decoded once into `cache` under `key`; a block of
+    the image `image_key` (see :class:`BlockEngine`) when given."""
 
     def load() -> VipsImage:
         announce(reader, info, level, area)
+        if image_key is not None and isinstance(engine, BlockEngine):
+            return engine.load_block(reader, info, level, area, image_key)
         return engine.load_region(reader, info, level, area)
 
     image = cache.get_or_load(key, load)
