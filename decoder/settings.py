@@ -74,7 +74,7 @@ class DecoderSettings(BaseSettings):
     # next request (0: open every time); S3 objects are never kept open.
     open_tiffs: int = Field(64, ge=0, le=4096)
     # Small levels (at most level_cache_max_pixels) are decoded whole once and
-    # served by cropping, and so are the 1024 px blocks around small JPEG 2000
+    # served by cropping, and so are the 512-1024 px blocks around small JPEG 2000
     # regions (a tiled JPEG 2000's small levels too, block by block: see
     # decoder/pipeline/load.py); bounded in memory, least recently used dropped first.
     level_cache_mb: int = Field(256, ge=0)
