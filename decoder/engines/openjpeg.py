@@ -424,8 +424,9 @@ class OpenJpegEngine:
 
     Describes images with the libvips engine's JPEG 2000 logic (SIZ/COD
     header parse plus libvips' band and ICC facts; cached by the service) and
-    decodes regions itself. Immutable after construction and thread-safe:
-    every decode has its own stream, codec and image.
+    decodes regions itself. Thread-safe: a decode has its stream, codec and
+    image to itself, whether new or taken from the shelf of kept codecs
+    (the one thing that changes after construction; see load_block).
     """
 
     formats: frozenset[SourceFormat] = frozenset({SourceFormat.JPEG2000})
